@@ -1,0 +1,90 @@
+"""What the provider registry offers, shaped for the API; 404s name what exists."""
+
+from __future__ import annotations
+
+from flask import current_app
+
+from gaia_app.errors import APIError
+from gaia_app.providers import ProviderRegistry
+
+
+def _registry() -> ProviderRegistry:
+    return current_app.extensions["gaia"].providers
+
+
+def _provider_or_404(provider_id: str):
+    registry = _registry()
+    provider = registry.get(provider_id)
+    if provider is None:
+        raise APIError(
+            404,
+            f"Unknown provider '{provider_id}'. Configured providers: "
+            f"{', '.join(registry.ids()) or 'none'}.",
+            type="/problems/unknown-provider",
+            available=registry.ids(),
+        )
+    return provider
+
+
+def provider_summaries() -> list[dict]:
+    summaries = []
+    for provider in _registry().providers():
+        summaries.append({
+            "id": provider.id,
+            "name": provider.name,
+            "status": provider.health().status,
+            "models": [model.id for model in provider.list_models()],
+            "capabilities": list(provider.capabilities),
+        })
+    return summaries
+
+
+def provider_detail(provider_id: str) -> dict:
+    provider = _provider_or_404(provider_id)
+    return {
+        "id": provider.id,
+        "name": provider.name,
+        "status": provider.health().status,
+        "models": [model.to_dict() for model in provider.list_models()],
+        "capabilities": list(provider.capabilities),
+    }
+
+
+def provider_models(provider_id: str) -> list[dict]:
+    return [model.to_dict() for model in _provider_or_404(provider_id).list_models()]
+
+
+def provider_health(provider_id: str) -> dict:
+    provider = _provider_or_404(provider_id)
+    health = provider.health()
+    return {
+        "id": provider.id,
+        "status": health.status,
+        "latency_ms": health.latency_ms,
+        "detail": health.detail,
+    }
+
+
+def models(provider: str | None = None, capability: str | None = None) -> list[dict]:
+    if provider is not None:
+        _provider_or_404(provider)
+    return [model.to_dict() for model in _registry().models(provider=provider, capability=capability)]
+
+
+def model(model_id: str) -> dict:
+    registry = _registry()
+    provider_id = None
+    found = registry.find_model(model_id)
+    if found is None and "/" in model_id:
+        provider_id, _, bare_id = model_id.partition("/")
+        if registry.get(provider_id) is not None:
+            found = registry.find_model(bare_id, provider=provider_id)
+    if found is None:
+        available = [m.id for m in registry.models()]
+        raise APIError(
+            404,
+            f"Unknown model '{model_id}'. Available models: {', '.join(available) or 'none'}.",
+            type="/problems/unknown-model",
+            available=available,
+        )
+    return found.to_dict()

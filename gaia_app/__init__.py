@@ -1,0 +1,169 @@
+"""Gaia: one Flask app factory for the gateway, auth, chat and asset services."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+__version__ = "0.2.0"
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+API_PREFIX = "/api/v0.2"
+
+
+@dataclass
+class GaiaState:
+    """Per-app shared objects, kept at `app.extensions["gaia"]`."""
+
+    settings: Any
+    authenticator: Any
+    providers: Any
+    migrations: Any
+    api: Any
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app. `config` overrides environment variables (same names) and Flask config.
+
+    Raises `gaia_app.config.ConfigError` with an operator-readable message on bad settings.
+    """
+    from gaia_app.config import load_settings
+
+    overrides = dict(config or {})
+    env = dict(os.environ)
+    env.update({k: str(v) for k, v in overrides.items() if isinstance(v, (str, int, float))})
+
+    instance_path = Path(env.get("GAIA_INSTANCE_PATH") or PROJECT_ROOT / "instance").resolve()
+    app = Flask(__name__, instance_path=str(instance_path))
+    settings = load_settings(env, instance_path, PROJECT_ROOT)
+
+    _configure_flask(app, settings, overrides)
+    _init_logging(app)
+    _init_database(app, settings)
+    api = _init_api(app)
+    _init_state(app, settings, api)
+    _register_services(app, api, settings)
+    _init_errors_and_cli(app)
+    return app
+
+
+def _configure_flask(app: Flask, settings, overrides: Mapping[str, Any]) -> None:
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings),
+        JSON_SORT_KEYS=False,
+        API_TITLE="Gaia",
+        API_VERSION=__version__,
+        OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX=API_PREFIX,
+        OPENAPI_JSON_PATH="openapi.json",
+        API_SPEC_OPTIONS={
+            "info": {
+                "description": "Chat with LLM personas, AI asset generation and accounts "
+                "for interactive apps.",
+            }
+        },
+    )
+    app.json.sort_keys = False
+    app.config.update({k: v for k, v in overrides.items() if k.isupper()})
+
+
+def _engine_options(settings) -> dict:
+    if settings.is_sqlite:
+        return {"connect_args": {"timeout": 15}}
+    return {
+        "pool_pre_ping": True,
+        "pool_recycle": 1800,
+        "connect_args": {"connect_timeout": settings.database_connect_timeout},
+    }
+
+
+def _init_logging(app: Flask) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+            format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
+        )
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+def _init_database(app: Flask, settings) -> None:
+    from gaia_app.extensions import db, migrate
+    from gaia_app import models  # noqa: F401  (registers the tables on the metadata)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, compare_type=True)
+    if settings.is_sqlite:
+        Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+        with app.app_context():
+            _tune_sqlite(db.engine)
+
+
+def _tune_sqlite(engine) -> None:
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        # WAL lets gunicorn workers read while one writes; foreign keys make cascades real.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+def _init_api(app: Flask):
+    from flask_smorest import Api
+    from flask_swagger_ui import get_swaggerui_blueprint
+
+    from gaia_app.schemas import ProblemSchema
+    from gaia_app.security import register_security_schemes
+
+    api = Api(app)
+    api.spec.components.schema("Problem", schema=ProblemSchema)
+    register_security_schemes(api.spec)
+    app.register_blueprint(
+        get_swaggerui_blueprint("/docs", f"{API_PREFIX}/openapi.json", config={"app_name": "Gaia API"})
+    )
+    return api
+
+
+def _init_state(app: Flask, settings, api) -> None:
+    from gaia_app.health import MigrationInfo
+    from gaia_app.providers import build_registry
+    from gaia_app.security import Authenticator
+
+    app.extensions["gaia"] = GaiaState(
+        settings=settings,
+        authenticator=Authenticator(app, settings),
+        providers=build_registry(settings),
+        migrations=MigrationInfo(MIGRATIONS_DIR),
+        api=api,
+    )
+
+
+def _register_services(app: Flask, api, settings) -> None:
+    from gaia_app.health import blp as health_blp
+
+    api.register_blueprint(health_blp)
+    for name in settings.services:
+        module = importlib.import_module(f"blueprints.{name}")
+        module.register(app, api)
+
+
+def _init_errors_and_cli(app: Flask) -> None:
+    from gaia_app.cli import register_cli
+    from gaia_app.errors import register_error_handlers
+
+    register_error_handlers(app)
+    register_cli(app)

@@ -1,0 +1,148 @@
+"""Users and API keys: the business rules the CLI and the auth service share."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timezone
+
+from sqlalchemy.exc import IntegrityError
+
+from gaia_app.apikeys import generate_api_key, hash_api_key, key_hint
+from gaia_app.extensions import db
+from gaia_app.models import ApiKey, User, utcnow
+from gaia_app.security import DEFAULT_KEY_SCOPES, SCOPES
+
+_EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+MAX_KEY_NAME = 100
+
+
+class AccountError(ValueError):
+    """A request about accounts that cannot be honoured; the message says why."""
+
+
+def normalize_email(email: str) -> str:
+    email = (email or "").strip().lower()
+    if len(email) > 320 or not _EMAIL_RE.match(email):
+        raise AccountError(f"{email!r} is not a valid email address")
+    return email
+
+
+def find_user_by_email(email: str) -> User | None:
+    return db.session.execute(
+        db.select(User).where(User.email == normalize_email(email))
+    ).scalar_one_or_none()
+
+
+def create_user(email: str, *, name: str | None = None, is_admin: bool = False) -> User:
+    user = User(email=normalize_email(email), name=name, is_admin=is_admin, is_active=True)
+    db.session.add(user)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        raise AccountError(f"a user with email {user.email} already exists") from None
+    return user
+
+
+def ensure_admin(email: str, *, name: str | None = None) -> tuple[User, bool]:
+    """The admin user for `email`, made (or promoted and reactivated) as needed."""
+    user = find_user_by_email(email)
+    if user is None:
+        return create_user(email, name=name, is_admin=True), True
+    user.is_admin = True
+    user.is_active = True
+    if name:
+        user.name = name
+    return user, False
+
+
+def any_admin_exists() -> bool:
+    return db.session.execute(
+        db.select(User.id).where(User.is_admin.is_(True)).limit(1)
+    ).first() is not None
+
+
+def validate_scopes(scopes: Iterable[str], *, user: User) -> list[str]:
+    scopes = sorted(set(scopes))
+    unknown = [scope for scope in scopes if scope not in SCOPES]
+    if unknown:
+        raise AccountError(
+            f"unknown scope(s) {', '.join(unknown)}; valid scopes are {', '.join(SCOPES)}"
+        )
+    if "admin" in scopes and not user.is_admin:
+        raise AccountError("only an admin user can hold a key with the admin scope")
+    if not scopes:
+        raise AccountError("a key needs at least one scope")
+    return scopes
+
+
+def create_api_key(
+    user: User,
+    *,
+    name: str,
+    environment: str,
+    scopes: Iterable[str] | None = None,
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
+    """Make a key for `user`. Returns the row and the key itself, which is never stored."""
+    name = (name or "").strip()
+    if not name or len(name) > MAX_KEY_NAME:
+        raise AccountError(f"a key name must be 1 to {MAX_KEY_NAME} characters")
+    if not user.is_active:
+        raise AccountError(f"user {user.email} is deactivated")
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            expires_at = expires_at.replace(tzinfo=timezone.utc)
+        if expires_at <= utcnow():
+            raise AccountError("expires_at must be in the future")
+    chosen = validate_scopes(DEFAULT_KEY_SCOPES if scopes is None else scopes, user=user)
+    plaintext = generate_api_key(environment)
+    key = ApiKey(
+        user_id=user.id,
+        name=name,
+        key_hash=hash_api_key(plaintext),
+        hint=key_hint(plaintext),
+        scopes=chosen,
+        is_active=True,
+        expires_at=expires_at,
+    )
+    db.session.add(key)
+    db.session.flush()
+    return key, plaintext
+
+
+def list_api_keys(user: User | None = None) -> list[ApiKey]:
+    query = db.select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
+    if user is not None:
+        query = query.where(ApiKey.user_id == user.id)
+    return list(db.session.execute(query).scalars())
+
+
+def get_api_key(key_id: str | uuid.UUID) -> ApiKey | None:
+    try:
+        key_uuid = key_id if isinstance(key_id, uuid.UUID) else uuid.UUID(str(key_id))
+    except ValueError:
+        return None
+    return db.session.get(ApiKey, key_uuid)
+
+
+def revoke_api_key(key: ApiKey) -> bool:
+    """Revoke `key`; False when it was already revoked."""
+    if not key.is_active:
+        return False
+    key.is_active = False
+    key.revoked_at = utcnow()
+    return True
+
+
+def list_users() -> list[User]:
+    return list(db.session.execute(db.select(User).order_by(User.created_at, User.id)).scalars())
+
+
+def deactivate_user(user: User) -> bool:
+    if not user.is_active:
+        return False
+    user.is_active = False
+    return True

@@ -1,0 +1,246 @@
+"""Settings: read from the environment once, when the app factory runs, and validated.
+
+Everything configurable lives in one frozen `Settings` object (kept at
+``app.extensions["gaia"].settings``). Nothing else in the code reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+SERVICES = ("gateway", "auth", "chat", "asset")
+ENVIRONMENTS = ("local", "dev", "staging", "prod")
+MIN_SECRET_BYTES = 32
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong. The message is meant for the operator, as is."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    services: tuple[str, ...]
+    environment: str
+    database_url: str
+    redis_url: str | None
+    secret_key: str
+    build_id: str
+    max_content_length: int
+    rate_limit_default: str
+    allowed_origins: tuple[str, ...]
+    auth_cache_ttl: float
+    auth_negative_cache_ttl: float
+    last_used_flush_interval: float
+    database_connect_timeout: int
+    disable_local_provider: bool
+    local_provider_latency_ms: float
+    service_urls: Mapping[str, str] = field(default_factory=dict)
+    supabase_jwt_secret: str | None = None
+    jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+
+    @property
+    def service_label(self) -> str:
+        """What /health calls this process: `all` for the monolith, else the service list."""
+        return "all" if self.services == SERVICES else ",".join(self.services)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def parse_services(value: str) -> tuple[str, ...]:
+    names = [part.strip().lower() for part in value.split(",") if part.strip()]
+    if not names or names == ["all"]:
+        return SERVICES
+    unknown = [name for name in names if name not in SERVICES]
+    if unknown:
+        raise ConfigError(
+            f"SERVICE_NAME={value!r} names unknown service(s) {', '.join(unknown)}; "
+            f"valid names are: all, {', '.join(SERVICES)} (or a comma list of them)"
+        )
+    # Keep the canonical order so that `chat,auth` and `auth,chat` mean the same.
+    return tuple(name for name in SERVICES if name in names)
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept what hosting platforms hand out and return what SQLAlchemy needs.
+
+    Fly.io and Heroku give ``postgres://``, which SQLAlchemy refuses ("NoSuchModuleError:
+    postgres"); plain ``postgresql://`` would pick psycopg2, which Gaia does not ship.
+    Both become ``postgresql+psycopg://`` (psycopg 3).
+    """
+    url = url.strip()
+    for scheme in ("postgres://", "postgresql://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme):]
+    return url
+
+
+def _safe_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable>"
+
+
+def _database_url(env: Mapping[str, str], instance_path: Path) -> str:
+    raw = env.get("DATABASE_URL", "").strip()
+    if not raw:
+        return f"sqlite:///{instance_path / 'gaia.db'}"
+    url = normalize_database_url(raw)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            "DATABASE_URL is not a database URL; expected postgres://user:pass@host:5432/db "
+            "or sqlite:///path/to/file.db"
+        ) from None
+    if parsed.get_backend_name() not in ("postgresql", "sqlite"):
+        raise ConfigError(
+            f"DATABASE_URL {_safe_url(url)} uses an unsupported database; "
+            "Gaia runs on PostgreSQL (postgres://, postgresql://) or SQLite (sqlite:///)"
+        )
+    return url
+
+
+def _secret_key(env: Mapping[str, str], environment: str, instance_path: Path) -> str:
+    secret = env.get("GAIA_SECRET_KEY", "")
+    if secret:
+        if len(secret.encode()) < MIN_SECRET_BYTES and environment != "local":
+            raise ConfigError(
+                f"GAIA_SECRET_KEY is {len(secret.encode())} bytes; at least {MIN_SECRET_BYTES} "
+                "are required outside ENVIRONMENT=local (generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+            )
+        return secret
+    if environment != "local":
+        raise ConfigError(
+            f"GAIA_SECRET_KEY is required when ENVIRONMENT={environment} "
+            f"(at least {MIN_SECRET_BYTES} bytes)"
+        )
+    # Local development: make one once and keep it, so tokens survive restarts.
+    path = instance_path / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        instance_path.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(value)
+        return value
+    except OSError as exc:
+        raise ConfigError(f"cannot read the local secret key at {path}: {exc}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={raw!r} is not a boolean (use 1 or 0)")
+
+
+def _build_id(env: Mapping[str, str], root: Path) -> str:
+    explicit = env.get("GAIA_BUILD_ID", "").strip()
+    if explicit:
+        return explicit
+    from gaia_app import __version__
+
+    commit = _git_commit(root)
+    return f"{__version__}+{commit[:12]}" if commit else __version__
+
+
+def _git_commit(root: Path) -> str | None:
+    """Read the checked-out commit from .git without running git (cheap, start-up only)."""
+    git = root / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head
+        ref = head[5:]
+        ref_file = git / ref
+        if ref_file.exists():
+            return ref_file.read_text().strip()
+        packed = (git / "packed-refs").read_text()
+    except OSError:
+        return None
+    for line in packed.splitlines():
+        if line.endswith(" " + ref):
+            return line.split(" ", 1)[0]
+    return None
+
+
+def load_settings(env: Mapping[str, str], instance_path: Path, project_root: Path) -> Settings:
+    environment = env.get("ENVIRONMENT", "local").strip().lower() or "local"
+    if environment not in ENVIRONMENTS:
+        raise ConfigError(
+            f"ENVIRONMENT={environment!r} is not one of: {', '.join(ENVIRONMENTS)}"
+        )
+    services = parse_services(env.get("SERVICE_NAME", "all"))
+    redis_url = env.get("REDIS_URL", "").strip() or None
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+
+    rate = env.get("RATE_LIMIT_DEFAULT", "60/minute")
+    if not _RATE_RE.match(rate):
+        raise ConfigError(
+            f"RATE_LIMIT_DEFAULT={rate!r} is not a rate like 60/minute (per second, minute, "
+            "hour or day)"
+        )
+
+    max_content = int(_float(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1024))
+    service_urls = {
+        name: env[f"{name.upper()}_SERVICE_URL"].rstrip("/")
+        for name in ("auth", "chat", "asset")
+        if env.get(f"{name.upper()}_SERVICE_URL", "").strip()
+    }
+    return Settings(
+        services=services,
+        environment=environment,
+        database_url=_database_url(env, instance_path),
+        redis_url=redis_url,
+        secret_key=_secret_key(env, environment, instance_path),
+        build_id=_build_id(env, project_root),
+        max_content_length=max_content,
+        rate_limit_default=rate.strip(),
+        allowed_origins=tuple(
+            origin.strip() for origin in env.get("ALLOWED_ORIGINS", "").split(",") if origin.strip()
+        ),
+        auth_cache_ttl=_float(env, "AUTH_CACHE_TTL", 1.0),
+        auth_negative_cache_ttl=_float(env, "AUTH_NEGATIVE_CACHE_TTL", 30.0),
+        last_used_flush_interval=_float(env, "LAST_USED_FLUSH_INTERVAL", 30.0, minimum=0.05),
+        database_connect_timeout=int(_float(env, "DATABASE_CONNECT_TIMEOUT", 3, minimum=1)),
+        disable_local_provider=_flag(env, "GAIA_DISABLE_LOCAL_PROVIDER"),
+        local_provider_latency_ms=_float(env, "LOCAL_PROVIDER_LATENCY_MS", 0.0),
+        service_urls=service_urls,
+        supabase_jwt_secret=env.get("SUPABASE_JWT_SECRET") or None,
+        jwks_url=env.get("JWT_JWKS_URL") or None,
+        jwt_issuer=env.get("JWT_ISSUER") or None,
+        jwt_audience=env.get("JWT_AUDIENCE") or None,
+    )

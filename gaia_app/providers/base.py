@@ -1,0 +1,101 @@
+"""The one small interface every LLM provider implements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    name: str
+    provider: str
+    capabilities: tuple[str, ...]
+    context_window: int | None = None
+    max_tokens: int | None = None
+    # USD per million tokens, where known.
+    input_price_per_mtok: float | None = None
+    output_price_per_mtok: float | None = None
+
+    def to_dict(self) -> dict:
+        pricing = None
+        if self.input_price_per_mtok is not None or self.output_price_per_mtok is not None:
+            pricing = {
+                "currency": "USD",
+                "input_per_million_tokens": self.input_price_per_mtok,
+                "output_per_million_tokens": self.output_price_per_mtok,
+            }
+        return {
+            "id": self.id,
+            "name": self.name,
+            "provider": self.provider,
+            "capabilities": list(self.capabilities),
+            "context_window": self.context_window,
+            "max_tokens": self.max_tokens,
+            "pricing": pricing,
+        }
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str  # "system", "user" or "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str
+    messages: tuple[ChatMessage, ...]
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    model: str
+    usage: Usage
+    finish_reason: str = "stop"
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    """One piece of a streamed answer; the last one carries `usage` and `finish_reason`."""
+
+    text: str = ""
+    usage: Usage | None = None
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ProviderHealth:
+    status: str  # "available", "degraded" or "unavailable"
+    latency_ms: float | None = None
+    detail: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class LLMProvider(Protocol):
+    id: str
+    name: str
+    capabilities: tuple[str, ...]
+
+    def list_models(self) -> list[ModelInfo]: ...
+
+    def complete(self, request: ChatRequest) -> Completion: ...
+
+    def stream(self, request: ChatRequest) -> Iterator[StreamChunk]: ...
+
+    def health(self) -> ProviderHealth: ...

@@ -1,0 +1,321 @@
+"""Authentication for every service: one `require_auth` decorator over one `Authenticator`.
+
+The hot path costs no database query in steady state: a key's SHA-256 is looked up in an
+in-process cache (positive entries for `AUTH_CACHE_TTL` seconds, refusals for
+`AUTH_NEGATIVE_CACHE_TTL`), and `last_used_at` is collected in memory and written in one
+batch every `LAST_USED_FLUSH_INTERVAL` seconds by a background thread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import uuid
+from copy import deepcopy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import wraps
+
+from flask import Flask, current_app, g, request
+from flask_smorest.utils import deepupdate
+from sqlalchemy import and_, or_, update
+
+from gaia_app.apikeys import hash_api_key, key_format_problem
+from gaia_app.config import Settings
+from gaia_app.errors import APIError
+from gaia_app.extensions import db
+from gaia_app.models import ApiKey, User
+
+log = logging.getLogger("gaia.auth")
+
+SCOPES = ("chat", "assets", "admin")
+DEFAULT_KEY_SCOPES = ("chat", "assets")
+_CACHE_LIMIT = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, as every service sees it after authentication."""
+
+    user_id: uuid.UUID
+    auth_type: str  # "api_key" or "jwt"
+    scopes: frozenset[str]
+    is_admin: bool
+    key_id: uuid.UUID | None = None
+    expires_at: datetime | None = None
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
+
+
+def unauthorized(detail: str) -> APIError:
+    return APIError(
+        401,
+        detail,
+        type="/problems/invalid-credentials",
+        headers={"WWW-Authenticate": 'Bearer realm="gaia"'},
+    )
+
+
+class CredentialCache:
+    """A small TTL map from credential hash to a Principal or a refusal message.
+
+    Plain dict operations are atomic under the GIL, so readers take no lock.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, Principal | str]] = {}
+
+    def get(self, key: str) -> Principal | str | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] < time.monotonic():
+            self._entries.pop(key, None)
+            return None
+        return entry[1]
+
+    def put(self, key: str, value: Principal | str, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        if len(self._entries) >= _CACHE_LIMIT:
+            self._evict()
+        self._entries[key] = (time.monotonic() + ttl, value)
+
+    def _evict(self) -> None:
+        now = time.monotonic()
+        for key, (deadline, _) in list(self._entries.items()):
+            if deadline < now:
+                self._entries.pop(key, None)
+        if len(self._entries) >= _CACHE_LIMIT:
+            self._entries.clear()
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class LastUsedRecorder:
+    """Collects key use in memory and writes `api_keys.last_used_at` in batches."""
+
+    def __init__(self, app: Flask, interval: float) -> None:
+        self._app = app
+        self._interval = interval
+        self._pending: dict[uuid.UUID, float] = {}
+        self._lock = threading.Lock()
+        self._thread_pid: int | None = None
+
+    def touch(self, key_id: uuid.UUID) -> None:
+        self._pending[key_id] = time.time()
+        if self._thread_pid != os.getpid():
+            self._start()
+
+    def _start(self) -> None:
+        # Started lazily in each process, so it also runs in gunicorn workers forked after
+        # the app was built.
+        with self._lock:
+            if self._thread_pid == os.getpid():
+                return
+            self._thread_pid = os.getpid()
+            thread = threading.Thread(target=self._run, name="gaia-last-used", daemon=True)
+            thread.start()
+            atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            try:
+                self.flush()
+            except Exception:
+                log.warning("could not record API key use; will retry", exc_info=True)
+
+    def flush(self) -> int:
+        """Write what has been collected; returns the number of keys written."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return 0
+        rows = [
+            {"key_id": key_id, "used_at": datetime.fromtimestamp(ts, timezone.utc)}
+            for key_id, ts in pending.items()
+        ]
+        statement = (
+            update(ApiKey)
+            .where(
+                ApiKey.id == db.bindparam("key_id"),
+                or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < db.bindparam("used_at")),
+            )
+            .values(last_used_at=db.bindparam("used_at"))
+        )
+        try:
+            with self._app.app_context():
+                with db.engine.begin() as connection:
+                    connection.execute(statement, rows)
+        except Exception:
+            # Put them back (newer touches win) so that an outage loses nothing.
+            for key_id, ts in pending.items():
+                self._pending.setdefault(key_id, ts)
+            raise
+        return len(rows)
+
+
+class Authenticator:
+    def __init__(self, app: Flask, settings: Settings) -> None:
+        self.settings = settings
+        self.cache = CredentialCache()
+        self.last_used = LastUsedRecorder(app, settings.last_used_flush_interval)
+
+    def authenticate(self, headers) -> Principal:
+        credential = _read_credential(headers)
+        if credential.startswith("gaia_"):
+            return self.authenticate_api_key(credential)
+        if credential.count(".") == 2:
+            raise unauthorized("JSON Web Tokens are not accepted by this deployment.")
+        raise unauthorized("The credential is neither a Gaia API key nor a JSON Web Token.")
+
+    def authenticate_api_key(self, key: str) -> Principal:
+        problem = key_format_problem(key, self.settings.environment)
+        if problem:
+            raise unauthorized(problem)
+        key_hash = hash_api_key(key)
+        found = self.cache.get(key_hash)
+        if found is None:
+            found = self._load_api_key(key_hash)
+            ttl = (
+                self.settings.auth_cache_ttl
+                if isinstance(found, Principal)
+                else self.settings.auth_negative_cache_ttl
+            )
+            self.cache.put(key_hash, found, ttl)
+        if isinstance(found, str):
+            raise unauthorized(found)
+        if found.expires_at is not None and found.expires_at <= datetime.now(timezone.utc):
+            raise unauthorized("The API key has expired.")
+        self.last_used.touch(found.key_id)
+        return found
+
+    def _load_api_key(self, key_hash: str) -> Principal | str:
+        row = db.session.execute(
+            db.select(
+                ApiKey.id,
+                ApiKey.user_id,
+                ApiKey.scopes,
+                ApiKey.is_active,
+                ApiKey.expires_at,
+                User.is_active.label("user_active"),
+                User.is_admin,
+            )
+            .join(User, and_(User.id == ApiKey.user_id))
+            .where(ApiKey.key_hash == key_hash)
+        ).one_or_none()
+        if row is None:
+            return "The API key is not recognised."
+        if not row.is_active:
+            return "The API key has been revoked."
+        if not row.user_active:
+            return "The account that owns this API key is deactivated."
+        scopes = frozenset(row.scopes or ())
+        if not row.is_admin:
+            scopes -= {"admin"}
+        return Principal(
+            user_id=row.user_id,
+            auth_type="api_key",
+            scopes=scopes,
+            is_admin=row.is_admin,
+            key_id=row.id,
+            expires_at=row.expires_at,
+        )
+
+
+def _read_credential(headers) -> str:
+    key = headers.get("X-API-Key")
+    if key is not None:
+        key = key.strip()
+        if key:
+            return key
+    authorization = headers.get("Authorization")
+    if authorization:
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise unauthorized("The Authorization header must be 'Bearer <API key or JWT>'.")
+        return value.strip()
+    raise unauthorized(
+        "Credentials are required: send 'X-API-Key: <key>' or 'Authorization: Bearer <key or JWT>'."
+    )
+
+
+def authenticator() -> Authenticator:
+    return current_app.extensions["gaia"].authenticator
+
+
+def current_principal() -> Principal:
+    return g.principal
+
+
+# Documented on every protected operation in the OpenAPI document.
+SECURITY_REQUIREMENTS = [{"ApiKeyHeader": []}, {"BearerAuth": []}]
+
+
+def require_auth(*scopes: str | Callable) -> Callable:
+    """Guard a view: 401 without valid credentials, 403 without the named scopes.
+
+    Usable bare (`@require_auth`) or with scopes (`@require_auth("chat")`).
+    """
+    if len(scopes) == 1 and callable(scopes[0]):
+        return require_auth()(scopes[0])
+    unknown = set(scopes) - set(SCOPES)
+    if unknown:
+        raise ValueError(f"unknown scope(s) {sorted(unknown)}")
+    needed: tuple[str, ...] = tuple(scopes)  # type: ignore[arg-type]
+
+    def decorator(view: Callable) -> Callable:
+        @wraps(view)
+        def guarded(*args, **kwargs):
+            principal = authenticator().authenticate(request.headers)
+            missing = [scope for scope in needed if not principal.allows(scope)]
+            if missing:
+                raise APIError(
+                    403,
+                    f"These credentials lack the scope(s): {', '.join(missing)}.",
+                    type="/problems/insufficient-scope",
+                )
+            g.principal = principal
+            return view(*args, **kwargs)
+
+        responses = {
+            "401": {"description": "Missing or invalid credentials", "content": _problem_content()},
+        }
+        if needed:
+            responses["403"] = {"description": "Missing scope", "content": _problem_content()}
+        guarded._apidoc = deepupdate(  # type: ignore[attr-defined]
+            deepcopy(getattr(view, "_apidoc", {})),
+            {"manual_doc": {"security": SECURITY_REQUIREMENTS, "responses": responses}},
+        )
+        guarded.required_scopes = needed  # type: ignore[attr-defined]
+        return guarded
+
+    return decorator
+
+
+def _problem_content() -> dict:
+    return {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def register_security_schemes(spec) -> None:
+    spec.components.security_scheme(
+        "ApiKeyHeader", {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    )
+    spec.components.security_scheme(
+        "BearerAuth",
+        {"type": "http", "scheme": "bearer", "description": "A Gaia API key or a JWT"},
+    )
+
+
+def scopes_are_valid(scopes: Iterable[str]) -> bool:
+    return set(scopes) <= set(SCOPES)

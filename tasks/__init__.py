@@ -1,0 +1,1 @@
+"""Celery tasks (asset generation, maintenance). They take ids, never ORM objects."""
