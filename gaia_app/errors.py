@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask, Response, json, request
 from sqlalchemy.exc import DBAPIError, OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from gaia_app.extensions import db
 
@@ -144,7 +144,7 @@ def _handle_http_exception(error: HTTPException) -> Response:
     detail = {
         404: f"Nothing is served at {request.path}.",
         405: f"{request.method} is not allowed on {request.path}.",
-        413: "The request body is larger than this endpoint accepts.",
+        413: f"The request body is larger than the {request.max_content_length} bytes accepted.",
     }.get(status, error.description or "")
     return problem(status, detail, headers=headers)
 
@@ -189,7 +189,19 @@ def _rollback() -> None:
         log.debug("rollback after error failed", exc_info=True)
 
 
+def _reject_oversized_body() -> None:
+    """Refuse a too-large body from its Content-Length, before anything reads it.
+
+    Werkzeug only raises 413 when a view reads the body; checking here makes the limit hold
+    for every route and costs the server no read of the excess.
+    """
+    limit = request.max_content_length
+    if limit is not None and request.content_length is not None and request.content_length > limit:
+        raise RequestEntityTooLarge()
+
+
 def register_error_handlers(app: Flask) -> None:
+    app.before_request(_reject_oversized_body)
     app.register_error_handler(APIError, _handle_api_error)
     app.register_error_handler(HTTPException, _handle_http_exception)
     app.register_error_handler(DBAPIError, _handle_database_error)

@@ -1,0 +1,236 @@
+"""Shared fixtures: every test that uses `app` runs on SQLite and on real PostgreSQL.
+
+PostgreSQL tests use a database made for this run and dropped at its end. Without a
+reachable PostgreSQL they are skipped, unless GAIA_TEST_REQUIRE_POSTGRES=1 (CI), where
+that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+from sqlalchemy import event, text
+
+# Settings come from the environment; a developer's shell must not leak into the tests.
+for _name in list(os.environ):
+    if _name in {
+        "SERVICE_NAME", "ENVIRONMENT", "DATABASE_URL", "REDIS_URL", "GAIA_SECRET_KEY",
+        "GAIA_BUILD_ID", "ALLOWED_ORIGINS", "RATE_LIMIT_DEFAULT", "GAIA_INSTANCE_PATH",
+        "GAIA_DISABLE_LOCAL_PROVIDER", "SUPABASE_JWT_SECRET", "JWT_JWKS_URL",
+    } or _name.endswith("_SERVICE_URL") or _name.startswith(("AUTH_CACHE", "OPENAI_", "ANTHROPIC_")):
+        os.environ.pop(_name)
+
+from gaia_app import create_app  # noqa: E402
+from gaia_app import accounts  # noqa: E402
+from gaia_app.extensions import db  # noqa: E402
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "GAIA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_TEST_URL = os.environ.get("GAIA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REQUIRE_POSTGRES = os.environ.get("GAIA_TEST_REQUIRE_POSTGRES") == "1"
+REQUIRE_REDIS = os.environ.get("GAIA_TEST_REQUIRE_REDIS") == "1"
+
+
+def _postgres_problem() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=2):
+            return None
+    except Exception as exc:  # any failure means "not here"
+        return f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {exc}"
+
+
+def _skip_or_fail(reason: str, required: bool) -> None:
+    if required:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+class PostgresDatabases:
+    """Makes throw-away databases and drops them when the run ends."""
+
+    def __init__(self) -> None:
+        self.made: list[str] = []
+
+    def create(self) -> str:
+        import psycopg
+
+        name = f"gaia_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        self.made.append(name)
+        base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+        # The postgres:// form on purpose: it is what Fly hands out.
+        return base.replace("postgresql://", "postgres://", 1) + "/" + name
+
+    def drop_all(self) -> None:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+            for name in self.made:
+                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresDatabases]:
+    problem = _postgres_problem()
+    if problem:
+        _skip_or_fail(problem, REQUIRE_POSTGRES)
+    databases = PostgresDatabases()
+    yield databases
+    databases.drop_all()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        _skip_or_fail(f"Redis not reachable at {REDIS_TEST_URL}: {exc}", REQUIRE_REDIS)
+    return REDIS_TEST_URL
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def database_url(backend, tmp_path_factory, request) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'gaia.db'}"
+    return request.getfixturevalue("postgres").create()
+
+
+def make_app(database_url: str, tmp_path_factory, **overrides):
+    settings = {
+        "DATABASE_URL": database_url,
+        "GAIA_INSTANCE_PATH": str(tmp_path_factory.mktemp("instance")),
+        "TESTING": True,
+        "LAST_USED_FLUSH_INTERVAL": "3600",
+    }
+    settings.update(overrides)
+    return create_app(settings)
+
+
+def upgrade(app) -> None:
+    from flask_migrate import upgrade as run_upgrade
+
+    with app.app_context():
+        run_upgrade()
+
+
+@pytest.fixture(scope="session")
+def _session_app(database_url, tmp_path_factory):
+    app = make_app(database_url, tmp_path_factory)
+    upgrade(app)
+    return app
+
+
+def _reset(app) -> None:
+    with app.app_context():
+        db.session.remove()
+        with db.engine.begin() as connection:
+            connection.execute(text("DELETE FROM user_persona_preferences"))
+            connection.execute(text("DELETE FROM personas WHERE owner_id IS NOT NULL"))
+            connection.execute(text("DELETE FROM api_keys"))
+            connection.execute(text("DELETE FROM users"))
+    state = app.extensions["gaia"]
+    state.authenticator.cache.clear()
+    state.authenticator.last_used._pending.clear()
+
+
+@pytest.fixture
+def app(_session_app):
+    """The migrated app of this backend, emptied after each test."""
+    yield _session_app
+    _reset(_session_app)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+class Accounts:
+    """Makes users and keys through the same service functions the CLI uses."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def user(self, email: str = "player@example.com", *, admin: bool = False, active: bool = True):
+        with self.app.app_context():
+            user = accounts.create_user(email, is_admin=admin)
+            user.is_active = active
+            db.session.commit()
+            return user.id
+
+    def key(
+        self,
+        email: str = "player@example.com",
+        *,
+        scopes=None,
+        expires_at: datetime | None = None,
+        name: str = "test",
+    ) -> str:
+        with self.app.app_context():
+            user = accounts.find_user_by_email(email)
+            if user is None:
+                user = accounts.create_user(email)
+            _, plaintext = accounts.create_api_key(
+                user,
+                name=name,
+                environment=self.app.extensions["gaia"].settings.environment,
+                scopes=scopes,
+                expires_at=expires_at,
+            )
+            db.session.commit()
+            return plaintext
+
+
+@pytest.fixture
+def make(app) -> Accounts:
+    return Accounts(app)
+
+
+class QueryCounter:
+    """Counts the SQL statements an engine runs (the database's own view of the work)."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.statements: list[str] = []
+
+    def _record(self, conn, cursor, statement, parameters, context, executemany):
+        self.statements.append(statement)
+
+    def __enter__(self):
+        event.listen(self.engine, "before_cursor_execute", self._record)
+        return self
+
+    def __exit__(self, *exc):
+        event.remove(self.engine, "before_cursor_execute", self._record)
+
+    def __len__(self) -> int:
+        return len(self.statements)
+
+
+@pytest.fixture
+def count_queries(app):
+    def counter() -> QueryCounter:
+        with app.app_context():
+            return QueryCounter(db.engine)
+
+    return counter

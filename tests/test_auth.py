@@ -1,0 +1,202 @@
+"""API-key authentication through `require_auth`, on SQLite and PostgreSQL."""
+
+import dataclasses
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import text
+
+from gaia_app.apikeys import generate_api_key, hash_api_key
+from gaia_app.errors import APIError
+from gaia_app.extensions import db
+from gaia_app.security import require_auth
+
+MODELS = "/api/v0.2/models"
+
+
+def problem_of(response, status):
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.content_type == "application/problem+json"
+    body = response.get_json(force=True)
+    assert body["status"] == status and body["title"] and body["detail"]
+    return body
+
+
+def test_key_works_in_both_header_forms(client, make):
+    key = make.key()
+    assert client.get(MODELS, headers={"X-API-Key": key}).status_code == 200
+    assert client.get(MODELS, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    assert client.get(MODELS, headers={"Authorization": f"bearer   {key}  "}).status_code == 200
+
+
+def test_missing_credentials_are_401_with_a_challenge(client):
+    response = client.get(MODELS)
+    body = problem_of(response, 401)
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "X-API-Key" in body["detail"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer"},
+        {"X-API-Key": "hunter2"},
+        {"X-API-Key": "gaia_local_short"},
+        {"X-API-Key": "gaia_local_" + "A" * 10_000},
+    ],
+)
+def test_garbage_credentials_are_401(client, headers):
+    problem_of(client.get(MODELS, headers=headers), 401)
+
+
+def test_checksum_refuses_a_typo_before_any_query(app, client, make, count_queries):
+    key = make.key()
+    typo = key[:-8] + ("x" if key[-8] != "x" else "y") + key[-7:]
+    with count_queries() as queries:
+        body = problem_of(client.get(MODELS, headers={"X-API-Key": typo}), 401)
+    assert "checksum" in body["detail"]
+    assert len(queries) == 0
+
+
+def test_key_of_another_environment_is_refused_before_any_query(client, count_queries):
+    foreign = generate_api_key("prod")
+    with count_queries() as queries:
+        body = problem_of(client.get(MODELS, headers={"X-API-Key": foreign}), 401)
+    assert "'prod'" in body["detail"]
+    assert len(queries) == 0
+
+
+def test_unknown_well_formed_key_is_401_and_its_refusal_is_cached(client, count_queries):
+    unknown = generate_api_key("local")
+    with count_queries() as queries:
+        problem_of(client.get(MODELS, headers={"X-API-Key": unknown}), 401)
+        problem_of(client.get(MODELS, headers={"X-API-Key": unknown}), 401)
+        problem_of(client.get(MODELS, headers={"X-API-Key": unknown}), 401)
+    assert len(queries) == 1
+
+
+def test_a_valid_key_costs_no_query_once_cached(client, make, count_queries):
+    key = make.key()
+    assert client.get(MODELS, headers={"X-API-Key": key}).status_code == 200
+    with count_queries() as queries:
+        for _ in range(20):
+            assert client.get(MODELS, headers={"X-API-Key": key}).status_code == 200
+    assert len(queries) == 0
+
+
+def test_revoked_key_is_refused_once_the_cache_entry_expires(app, client, make):
+    from gaia_app import accounts
+
+    authenticator = app.extensions["gaia"].authenticator
+    authenticator.settings = dataclasses.replace(authenticator.settings, auth_cache_ttl=0.2)
+    try:
+        key = make.key()
+        assert client.get(MODELS, headers={"X-API-Key": key}).status_code == 200
+        with app.app_context():
+            row = accounts.list_api_keys()[0]
+            accounts.revoke_api_key(row)
+            db.session.commit()
+        time.sleep(0.3)
+        body = problem_of(client.get(MODELS, headers={"X-API-Key": key}), 401)
+        assert "revoked" in body["detail"]
+    finally:
+        authenticator.settings = dataclasses.replace(authenticator.settings, auth_cache_ttl=1.0)
+
+
+def test_expired_key_is_refused_even_from_the_cache(app, client, make):
+    key = make.key(expires_at=datetime.now(timezone.utc) + timedelta(seconds=1))
+    assert client.get(MODELS, headers={"X-API-Key": key}).status_code == 200
+    time.sleep(1.1)
+    body = problem_of(client.get(MODELS, headers={"X-API-Key": key}), 401)
+    assert "expired" in body["detail"]
+
+
+def test_deactivated_user_loses_access(app, client, make):
+    from gaia_app import accounts
+
+    key = make.key("gone@example.com")
+    assert client.get(MODELS, headers={"X-API-Key": key}).status_code == 200
+    with app.app_context():
+        accounts.deactivate_user(accounts.find_user_by_email("gone@example.com"))
+        db.session.commit()
+    app.extensions["gaia"].authenticator.cache.clear()
+    body = problem_of(client.get(MODELS, headers={"X-API-Key": key}), 401)
+    assert "deactivated" in body["detail"]
+
+
+def test_only_the_hash_is_stored(app, make):
+    key = make.key()
+    with app.app_context():
+        rows = db.session.execute(text("SELECT * FROM api_keys")).mappings().all()
+    assert len(rows) == 1
+    assert rows[0]["key_hash"] == hash_api_key(key)
+    for value in rows[0].values():
+        assert key not in str(value)
+    assert rows[0]["hint"].endswith(key[-4:])
+
+
+def test_no_key_reaches_the_logs(app, client, make, caplog):
+    caplog.set_level(logging.DEBUG)
+    key = make.key()
+    client.get(MODELS, headers={"X-API-Key": key})
+    client.get(MODELS, headers={"X-API-Key": key[:-1] + "Z"})
+    assert key not in caplog.text
+    assert key[12:40] not in caplog.text
+
+
+def test_last_used_is_collected_in_memory_and_written_in_one_batch(app, client, make, count_queries):
+    key = make.key()
+    with count_queries() as queries:
+        for _ in range(5):
+            assert client.get(MODELS, headers={"X-API-Key": key}).status_code == 200
+    assert not [s for s in queries.statements if s.lstrip().upper().startswith("UPDATE")]
+    with app.app_context():
+        assert db.session.execute(text("SELECT last_used_at FROM api_keys")).scalar() is None
+    written = app.extensions["gaia"].authenticator.last_used.flush()
+    assert written == 1
+    with app.app_context():
+        assert db.session.execute(text("SELECT last_used_at FROM api_keys")).scalar() is not None
+
+
+def _guarded_view(app, *scopes):
+    @require_auth(*scopes)
+    def view():
+        return "ok"
+
+    return view
+
+
+def test_scopes_are_enforced(app, make):
+    chat_key = make.key(scopes=["chat"])
+    view = _guarded_view(app, "assets")
+    with app.test_request_context(headers={"X-API-Key": chat_key}):
+        with pytest.raises(APIError) as caught:
+            view()
+    assert caught.value.status == 403
+    with app.test_request_context(headers={"X-API-Key": chat_key}):
+        assert _guarded_view(app, "chat")() == "ok"
+
+
+def test_admin_scope_counts_only_for_admin_users(app, make):
+    make.user("boss@example.com", admin=True)
+    admin_key = make.key("boss@example.com", scopes=["admin"])
+    with app.test_request_context(headers={"X-API-Key": admin_key}):
+        assert _guarded_view(app, "admin")() == "ok"
+        assert _guarded_view(app, "assets")() == "ok"
+    # A key that holds `admin` while its user is no admin (demoted later) gets no admin right.
+    with app.app_context():
+        db.session.execute(text("UPDATE users SET is_admin = :no"), {"no": False})
+        db.session.commit()
+    app.extensions["gaia"].authenticator.cache.clear()
+    with app.test_request_context(headers={"X-API-Key": admin_key}):
+        with pytest.raises(APIError) as caught:
+            _guarded_view(app, "admin")()
+    assert caught.value.status == 403
+
+
+def test_jwt_shaped_bearer_is_refused_until_an_issuer_is_configured(client):
+    body = problem_of(client.get(MODELS, headers={"Authorization": "Bearer a.b.c"}), 401)
+    assert "JSON Web Token" in body["detail"]
