@@ -56,6 +56,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def _configure_flask(app: Flask, settings, overrides: Mapping[str, Any]) -> None:
+    # Plain Flask keys (TESTING, ...) from `config`; what Settings derives always wins.
+    app.config.update({k: v for k, v in overrides.items() if k.isupper()})
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_content_length,
@@ -75,7 +77,6 @@ def _configure_flask(app: Flask, settings, overrides: Mapping[str, Any]) -> None
         },
     )
     app.json.sort_keys = False
-    app.config.update({k: v for k, v in overrides.items() if k.isupper()})
 
 
 def _engine_options(settings) -> dict:

@@ -110,10 +110,12 @@ class LastUsedRecorder:
         self._pending: dict[uuid.UUID, float] = {}
         self._lock = threading.Lock()
         self._thread_pid: int | None = None
+        # Tests turn this off and call `flush()` themselves.
+        self.background = True
 
     def touch(self, key_id: uuid.UUID) -> None:
         self._pending[key_id] = time.time()
-        if self._thread_pid != os.getpid():
+        if self.background and self._thread_pid != os.getpid():
             self._start()
 
     def _start(self) -> None:
@@ -125,15 +127,19 @@ class LastUsedRecorder:
             self._thread_pid = os.getpid()
             thread = threading.Thread(target=self._run, name="gaia-last-used", daemon=True)
             thread.start()
-            atexit.register(self.flush)
+            atexit.register(self._flush_logging_errors, final=True)
 
     def _run(self) -> None:
         while True:
             time.sleep(self._interval)
-            try:
-                self.flush()
-            except Exception:
-                log.warning("could not record API key use; will retry", exc_info=True)
+            self._flush_logging_errors()
+
+    def _flush_logging_errors(self, final: bool = False) -> None:
+        try:
+            self.flush()
+        except Exception as exc:
+            outcome = "lost at exit" if final else "kept for the next try"
+            log.warning("could not record API key use (%s): %s", outcome, exc)
 
     def flush(self) -> int:
         """Write what has been collected; returns the number of keys written."""

@@ -118,7 +118,10 @@ def make_app(database_url: str, tmp_path_factory, **overrides):
         "LAST_USED_FLUSH_INTERVAL": "3600",
     }
     settings.update(overrides)
-    return create_app(settings)
+    app = create_app(settings)
+    # No flush thread (nor flush at exit, into databases dropped by then): tests flush.
+    app.extensions["gaia"].authenticator.last_used.background = False
+    return app
 
 
 def upgrade(app) -> None:

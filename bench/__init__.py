@@ -1,0 +1,1 @@
+"""Benchmarks for Gaia. See bench/README.md."""

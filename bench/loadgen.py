@@ -1,0 +1,352 @@
+"""A small HTTP/1.1 load generator on raw asyncio streams (standard library only).
+
+N connections each send one request at a time, for a fixed duration or a fixed number of
+requests, and the run is bounded in time whatever the server does. Connections are kept
+alive when the server allows it; when it answers ``Connection: close`` (gunicorn's sync
+worker always does) the connection is made anew for the next request, and the connect
+time is part of that request's latency, as it would be for a real client.
+
+Any answer other than the expected status (200 by default), any connection error and any
+timeout counts as an error. Requests per second count successful answers only.
+
+Only loopback addresses are accepted as targets.
+
+As a library::
+
+    from bench.loadgen import run_load
+    result = run_load("http://127.0.0.1:8000/api/v0.2/models", concurrency=8, duration=5,
+                      headers={"X-API-Key": key})
+    print(result.rps, result.p50_ms, result.p99_ms, result.errors)
+
+As a command::
+
+    python bench/loadgen.py http://127.0.0.1:8000/health/live -c 8 -d 5 [-H 'Name: value'] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import math
+import socket
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from urllib.parse import urlsplit
+
+__all__ = ["LoadResult", "percentile", "run_load", "run_load_async"]
+
+_MAX_HEADER_BYTES = 64 * 1024
+
+
+@dataclass
+class LoadResult:
+    url: str
+    concurrency: int
+    elapsed_s: float  # first request sent .. last answer read
+    requests: int  # attempts that finished (an answer or an error)
+    ok: int  # answers with the expected status
+    errors: int  # everything else
+    connects: int  # TCP connections opened
+    rps: float  # ok / elapsed_s
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    mean_ms: float
+    client_cpu_s: float  # CPU used by this process during the run (the load generator itself)
+    status_counts: dict[str, int] = field(default_factory=dict)
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+    def summary(self) -> str:
+        line = (
+            f"{self.url} c={self.concurrency}: {self.ok} ok in {self.elapsed_s:.2f} s = "
+            f"{self.rps:.1f} req/s; p50 {self.p50_ms:.2f} ms, p90 {self.p90_ms:.2f} ms, "
+            f"p99 {self.p99_ms:.2f} ms, max {self.max_ms:.2f} ms; errors {self.errors}"
+        )
+        if self.error_kinds:
+            line += f" {dict(self.error_kinds)}"
+        return line
+
+    def to_dict(self, with_latencies: bool = False) -> dict:
+        data = asdict(self)
+        if not with_latencies:
+            data.pop("latencies_ms")
+        return data
+
+
+def percentile(sorted_values: list[float], pct: float) -> float:
+    """Nearest-rank percentile of an already sorted list (nan when empty)."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(pct / 100.0 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def _check_loopback(host: str, port: int) -> None:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    for info in infos:
+        address = info[4][0]
+        if not ipaddress.ip_address(address.split("%")[0]).is_loopback:
+            raise ValueError(f"refusing to send load to {host} ({address}): loopback addresses only")
+
+
+class _BadResponse(Exception):
+    pass
+
+
+async def _read_response(reader: asyncio.StreamReader, method: str) -> tuple[int, bool, int]:
+    """Read one response; returns (status, server_wants_close, body_bytes)."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            raise ConnectionResetError("connection closed before the response") from None
+        raise _BadResponse("truncated response head") from None
+    except asyncio.LimitOverrunError:
+        raise _BadResponse("response head too large") from None
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+        raise _BadResponse(f"bad status line {lines[0][:80]!r}")
+    version, status = parts[0], int(parts[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        value = value.strip()
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    connection = headers.get("connection", "").lower()
+    close = "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection)
+
+    body = 0
+    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        pass
+    elif "chunked" in headers.get("transfer-encoding", "").lower():
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            size = int(size_line.split(b";", 1)[0].strip(), 16)
+            if size == 0:
+                # Trailers, then the empty line.
+                while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                    pass
+                break
+            await reader.readexactly(size + 2)
+            body += size
+    elif "content-length" in headers:
+        length = int(headers["content-length"])
+        if length:
+            await reader.readexactly(length)
+        body = length
+    else:
+        body = len(await reader.read())  # delimited by the end of the connection
+        close = True
+    return status, close, body
+
+
+async def run_load_async(
+    url: str,
+    *,
+    concurrency: int = 8,
+    duration: float | None = 5.0,
+    requests: int | None = None,
+    headers: dict[str, str] | None = None,
+    method: str = "GET",
+    body: bytes = b"",
+    expect_status: int = 200,
+    timeout: float = 10.0,
+    time_limit: float | None = None,
+) -> LoadResult:
+    """Run the load in the current event loop. See `run_load` for the parameters."""
+    if duration is None and requests is None:
+        raise ValueError("give a duration, a number of requests, or both")
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        raise ValueError("only http:// URLs are supported")
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or 80
+    _check_loopback(host, port)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if time_limit is None:
+        time_limit = (duration if duration is not None else 300.0) + timeout + 5.0
+
+    header_lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}"]
+    sent = {"host"}
+    for name, value in (headers or {}).items():
+        header_lines.append(f"{name}: {value}")
+        sent.add(name.lower())
+    if "user-agent" not in sent:
+        header_lines.append("User-Agent: gaia-bench-loadgen")
+    if body or method in ("POST", "PUT", "PATCH"):
+        header_lines.append(f"Content-Length: {len(body)}")
+    request_bytes = ("\r\n".join(header_lines) + "\r\n\r\n").encode("latin-1") + body
+
+    latencies: list[float] = []
+    statuses: Counter[str] = Counter()
+    error_kinds: Counter[str] = Counter()
+    counters = {"started": 0, "finished": 0, "ok": 0, "connects": 0}
+    last_done = [0.0]
+
+    start = time.perf_counter()
+    deadline = start + duration if duration is not None else math.inf
+    cpu_start = time.process_time()
+
+    async def one_connection() -> None:
+        reader = writer = None
+        try:
+            while time.perf_counter() < deadline:
+                if requests is not None:
+                    if counters["started"] >= requests:
+                        break
+                counters["started"] += 1
+                sent_at = time.perf_counter()
+                try:
+                    if writer is None:
+                        reader, writer = await asyncio.wait_for(
+                            asyncio.open_connection(host, port, limit=_MAX_HEADER_BYTES), timeout
+                        )
+                        counters["connects"] += 1
+                    writer.write(request_bytes)
+                    status, close, _ = await asyncio.wait_for(_read_response(reader, method), timeout)
+                except (asyncio.TimeoutError, OSError, _BadResponse, asyncio.IncompleteReadError,
+                        ValueError) as exc:
+                    kind = "timeout" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
+                    error_kinds[kind] += 1
+                    counters["finished"] += 1
+                    last_done[0] = time.perf_counter()
+                    if writer is not None:
+                        writer.close()
+                    reader = writer = None
+                    continue
+                done = time.perf_counter()
+                last_done[0] = done
+                counters["finished"] += 1
+                latencies.append((done - sent_at) * 1000.0)
+                statuses[str(status)] += 1
+                if status == expect_status:
+                    counters["ok"] += 1
+                else:
+                    error_kinds[f"status {status}"] += 1
+                if close:
+                    writer.close()
+                    reader = writer = None
+        finally:
+            if writer is not None:
+                writer.close()
+
+    tasks = [asyncio.ensure_future(one_connection()) for _ in range(concurrency)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks), time_limit)
+    except asyncio.TimeoutError:
+        error_kinds["run time limit"] += 1
+    finally:
+        for task in tasks:
+            task.cancel()
+    cpu = time.process_time() - cpu_start
+    elapsed = (last_done[0] or time.perf_counter()) - start
+    latencies.sort()
+    return LoadResult(
+        url=url,
+        concurrency=concurrency,
+        elapsed_s=elapsed,
+        requests=counters["finished"],
+        ok=counters["ok"],
+        errors=sum(error_kinds.values()),
+        connects=counters["connects"],
+        rps=counters["ok"] / elapsed if elapsed > 0 else 0.0,
+        p50_ms=percentile(latencies, 50),
+        p90_ms=percentile(latencies, 90),
+        p99_ms=percentile(latencies, 99),
+        max_ms=latencies[-1] if latencies else math.nan,
+        mean_ms=sum(latencies) / len(latencies) if latencies else math.nan,
+        client_cpu_s=cpu,
+        status_counts=dict(statuses),
+        error_kinds=dict(error_kinds),
+        latencies_ms=latencies,
+    )
+
+
+def run_load(
+    url: str,
+    *,
+    concurrency: int = 8,
+    duration: float | None = 5.0,
+    requests: int | None = None,
+    headers: dict[str, str] | None = None,
+    method: str = "GET",
+    body: bytes = b"",
+    expect_status: int = 200,
+    timeout: float = 10.0,
+    time_limit: float | None = None,
+) -> LoadResult:
+    """Send load to `url` (http://, loopback only) and return a `LoadResult`.
+
+    concurrency: connections, each with one request in flight.
+    duration: seconds during which new requests are started; requests: total to send.
+        With both, whichever ends first. At least one is required.
+    timeout: seconds allowed to connect and read one answer (then it is an error).
+    time_limit: hard bound on the whole run (default duration + timeout + 5 s).
+    """
+    return asyncio.run(
+        run_load_async(
+            url,
+            concurrency=concurrency,
+            duration=duration,
+            requests=requests,
+            headers=headers,
+            method=method,
+            body=body,
+            expect_status=expect_status,
+            timeout=timeout,
+            time_limit=time_limit,
+        )
+    )
+
+
+def _parse_header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"header {text!r} is not 'Name: value'")
+    return name.strip(), value.strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("url", help="http://127.0.0.1:PORT/path (loopback only)")
+    parser.add_argument("-c", "--concurrency", type=int, default=8)
+    parser.add_argument("-d", "--duration", type=float, default=None, help="seconds (default 5)")
+    parser.add_argument("-n", "--requests", type=int, default=None, help="total requests")
+    parser.add_argument("-H", "--header", action="append", type=_parse_header, default=[])
+    parser.add_argument("-X", "--method", default="GET")
+    parser.add_argument("--expect-status", type=int, default=200)
+    parser.add_argument("--timeout", type=float, default=10.0, help="per request, seconds")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    duration = args.duration if args.duration is not None or args.requests is not None else 5.0
+    result = run_load(
+        args.url,
+        concurrency=args.concurrency,
+        duration=duration,
+        requests=args.requests,
+        headers=dict(args.header),
+        method=args.method.upper(),
+        expect_status=args.expect_status,
+        timeout=args.timeout,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(result.summary())
+    return 0 if result.errors == 0 and result.ok > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
