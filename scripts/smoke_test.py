@@ -1,0 +1,159 @@
+"""Smoke-test a running Gaia deployment over HTTP (stdlib only: runs wherever python3 does).
+
+    scripts/test.sh --url https://gaia-gateway-dev.fly.dev [--api-key KEY] health providers models
+
+Exit status 0 only when every named check passes; each failure is printed with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+CHECKS = ("health", "providers", "models", "auth", "chat", "assets")
+
+
+class CheckFailed(Exception):
+    pass
+
+
+class Client:
+    def __init__(self, base_url: str, api_key: str | None, timeout: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body=None, auth: bool = True, key: str | None = None):
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        credential = key if key is not None else (self.api_key if auth else None)
+        if credential:
+            headers["X-API-Key"] = credential
+        request = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
+        started = time.perf_counter()
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            status, raw = error.code, error.read()
+        except (urllib.error.URLError, OSError) as error:
+            raise CheckFailed(f"{method} {path}: cannot connect ({error})") from None
+        elapsed = (time.perf_counter() - started) * 1000
+        try:
+            payload = json.loads(raw) if raw else None
+        except ValueError:
+            raise CheckFailed(f"{method} {path}: {status} with a body that is not JSON") from None
+        return status, payload, elapsed
+
+    def need_key(self) -> None:
+        if not self.api_key:
+            raise CheckFailed("needs an API key: --api-key KEY or GAIA_API_KEY")
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckFailed(message)
+
+
+def check_health(client: Client) -> str:
+    status, body, ms = client.request("GET", "/health", auth=False)
+    _expect(isinstance(body, dict), f"/health answered {status} without a JSON object")
+    database = body.get("database", {})
+    _expect(status == 200, f"/health is {status} ({body.get('status')}): database {database}")
+    _expect(database.get("status") == "connected", f"database is {database.get('status')}: {database}")
+    notes = [f"{body.get('status')}", f"service {body.get('service')}", f"version {body.get('version')}"]
+    migrations = database.get("migrations", {})
+    if migrations.get("status") != "current":
+        notes.append(f"migrations {migrations.get('status')}")
+    if body.get("version_skew"):
+        notes.append(f"VERSION SKEW {body['version_skew']}")
+    return ", ".join(notes) + f" ({ms:.0f} ms)"
+
+
+def check_providers(client: Client) -> str:
+    client.need_key()
+    status, body, ms = client.request("GET", "/api/v0.2/providers")
+    _expect(status == 200, f"/api/v0.2/providers is {status}: {body}")
+    ids = [p.get("id") for p in body.get("providers", [])]
+    _expect(ids, "no provider configured")
+    return f"{len(ids)} provider(s): {', '.join(ids)} ({ms:.0f} ms)"
+
+
+def check_models(client: Client) -> str:
+    client.need_key()
+    status, body, ms = client.request("GET", "/api/v0.2/models")
+    _expect(status == 200, f"/api/v0.2/models is {status}: {body}")
+    _expect(body.get("total", 0) > 0, "no model available")
+    return f"{body['total']} model(s) ({ms:.0f} ms)"
+
+
+def check_auth(client: Client) -> str:
+    status, body, _ = client.request("GET", "/api/v0.2/models", auth=False)
+    _expect(status == 401, f"a request without credentials got {status}, not 401")
+    status, body, _ = client.request("GET", "/api/v0.2/models", key="gaia_dev_" + "A" * 49)
+    _expect(status == 401, f"a forged key got {status}, not 401")
+    client.need_key()
+    status, body, _ = client.request("GET", "/api/v0.2/models")
+    _expect(status == 200, f"the given key got {status}: {body}")
+    return "no key 401, forged key 401, real key 200"
+
+
+def check_chat(client: Client) -> str:
+    client.need_key()
+    status, body, ms = client.request("POST", "/api/v0.2/chat", {"message": "Hello from the smoke test"})
+    _expect(status == 200, f"/api/v0.2/chat is {status}: {body}")
+    _expect(bool(body.get("response")), "the chat answer is empty")
+    return f"{body.get('provider')}/{body.get('model')} answered ({ms:.0f} ms)"
+
+
+def check_assets(client: Client) -> str:
+    client.need_key()
+    status, body, _ = client.request(
+        "POST", "/api/v0.2/assets/generate", {"category": "image", "description": "smoke test tile"}
+    )
+    _expect(status == 202, f"/api/v0.2/assets/generate is {status}: {body}")
+    job = body["job_id"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status, job_body, _ = client.request("GET", f"/api/v0.2/jobs/{job}")
+        _expect(status == 200, f"/api/v0.2/jobs/{job} is {status}: {job_body}")
+        if job_body.get("status") in ("succeeded", "failed", "cancelled"):
+            _expect(job_body["status"] == "succeeded", f"job {job} {job_body['status']}: {job_body.get('error')}")
+            return f"job {job} succeeded"
+        time.sleep(1)
+    raise CheckFailed(f"job {job} did not finish within 60 s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/test.sh", description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="Base URL, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--api-key", default=os.environ.get("GAIA_API_KEY"), help="Or GAIA_API_KEY")
+    parser.add_argument("--timeout", type=float, default=15.0)
+    parser.add_argument("checks", nargs="+", choices=CHECKS + ("all",))
+    args = parser.parse_args(argv)
+    names = list(CHECKS) if "all" in args.checks else list(dict.fromkeys(args.checks))
+
+    client = Client(args.url, args.api_key, args.timeout)
+    failed = 0
+    for name in names:
+        try:
+            summary = globals()[f"check_{name}"](client)
+        except CheckFailed as failure:
+            failed += 1
+            print(f"FAIL {name}: {failure}")
+        else:
+            print(f"ok   {name}: {summary}")
+    print(f"{len(names) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
