@@ -17,6 +17,10 @@ def routes(app):
     return {rule.rule for rule in app.url_map.iter_rules()}
 
 
+def endpoint_of(app, path):
+    return {rule.rule: rule.endpoint for rule in app.url_map.iter_rules()}.get(path)
+
+
 @pytest.fixture
 def instance(tmp_path):
     return {"GAIA_INSTANCE_PATH": str(tmp_path)}
@@ -25,6 +29,7 @@ def instance(tmp_path):
 def test_monolith_mounts_everything(instance):
     app = create_app(instance)
     assert {"/", "/health", "/api/v0.2/models", "/api/v0.2/providers"} <= routes(app)
+    assert not [rule for rule in app.url_map.iter_rules() if "forwarding" in rule.endpoint]
 
 
 def test_a_single_service_mounts_only_itself(instance):
@@ -33,8 +38,11 @@ def test_a_single_service_mounts_only_itself(instance):
     assert "/" not in routes(chat)
     assert chat.test_client().get("/health/live").status_code == 200
 
+    assert endpoint_of(chat, "/api/v0.2/models") == "chat.list_models"
+
     gateway = create_app({**instance, "SERVICE_NAME": "gateway"})
-    assert "/api/v0.2/models" not in routes(gateway)
+    # The gateway only forwards the chat paths; it does not serve them itself.
+    assert endpoint_of(gateway, "/api/v0.2/models").startswith("gateway_forwarding.")
     body = gateway.test_client().get("/").get_json()
     assert body["services"] == ["gateway"]
 

@@ -1,7 +1,9 @@
-"""The gateway: the entry point clients call (an index of what this deployment serves)."""
+"""The gateway: the entry point clients call; in split mode it forwards to the other services."""
 
+from blueprints.gateway.forwarding import register_forwarding
 from blueprints.gateway.routes import blp
 
 
 def register(app, api) -> None:
     api.register_blueprint(blp)
+    register_forwarding(app, app.extensions["gaia"].settings)

@@ -1,0 +1,59 @@
+"""Split mode: a gateway-only process forwards to a chat service over real HTTP."""
+
+import threading
+
+import pytest
+from werkzeug.serving import make_server
+
+from tests.conftest import make_app
+
+
+@pytest.fixture
+def chat_service(database_url, tmp_path_factory, _session_app):
+    app = make_app(database_url, tmp_path_factory, SERVICE_NAME="chat", GAIA_BUILD_ID="build-2")
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def gateway(database_url, tmp_path_factory, chat_service):
+    app = make_app(
+        database_url, tmp_path_factory, SERVICE_NAME="gateway", CHAT_SERVICE_URL=chat_service,
+        GAIA_BUILD_ID="build-1",
+    )
+    return app.test_client()
+
+
+def test_gateway_forwards_and_the_service_checks_the_key(gateway, make):
+    key = make.key()
+    response = gateway.get("/api/v0.2/models?provider=local", headers={"X-API-Key": key})
+    assert response.status_code == 200
+    assert response.get_json()["total"] >= 1
+    denied = gateway.get("/api/v0.2/providers")
+    assert denied.status_code == 401
+    assert denied.content_type == "application/problem+json"
+    assert gateway.get("/api/v0.2/models/nope", headers={"X-API-Key": key}).status_code == 404
+
+
+def test_gateway_health_reports_the_remote_service_and_version_skew(gateway):
+    body = gateway.get("/health").get_json()
+    assert body["service"] == "gateway"
+    assert body["remote"]["chat"]["status"] == "healthy"
+    assert body["remote"]["chat"]["version"] == "build-2"
+    assert body["version_skew"] == [{"service": "chat", "version": "build-2", "expected": "build-1"}]
+    assert body["status"] == "degraded"
+
+
+def test_unreachable_or_unconfigured_service_is_a_clear_error(database_url, tmp_path_factory, _session_app):
+    down = make_app(database_url, tmp_path_factory, SERVICE_NAME="gateway",
+                    CHAT_SERVICE_URL="http://127.0.0.1:1").test_client()
+    response = down.get("/api/v0.2/models")
+    assert response.status_code == 502 and response.content_type == "application/problem+json"
+    assert down.get("/health").get_json()["remote"]["chat"]["status"] == "unreachable"
+
+    alone = make_app(database_url, tmp_path_factory, SERVICE_NAME="gateway").test_client()
+    response = alone.get("/api/v0.2/providers")
+    assert response.status_code == 503
+    assert "CHAT_SERVICE_URL" in response.get_json(force=True)["detail"]
