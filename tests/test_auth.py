@@ -200,3 +200,19 @@ def test_admin_scope_counts_only_for_admin_users(app, make):
 def test_jwt_shaped_bearer_is_refused_until_an_issuer_is_configured(client):
     body = problem_of(client.get(MODELS, headers={"Authorization": "Bearer a.b.c"}), 401)
     assert "JSON Web Token" in body["detail"]
+
+
+def test_the_background_thread_writes_last_used(database_url, tmp_path_factory, _session_app, make):
+    from tests.conftest import make_app
+
+    app = make_app(database_url, tmp_path_factory, LAST_USED_FLUSH_INTERVAL="0.1")
+    app.extensions["gaia"].authenticator.last_used.background = True
+    key = make.key()
+    assert app.test_client().get(MODELS, headers={"X-API-Key": key}).status_code == 200
+    deadline = time.monotonic() + 5
+    written = None
+    while written is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        with app.app_context():
+            written = db.session.execute(text("SELECT last_used_at FROM api_keys")).scalar()
+    assert written is not None
