@@ -51,8 +51,35 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     api = _init_api(app)
     _init_state(app, settings, api)
     _register_services(app, api, settings)
+    _init_security(app, settings)
     _init_errors_and_cli(app)
     return app
+
+
+def _init_security(app: Flask, settings) -> None:
+    from flask_cors import CORS
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from gaia_app.invalidation import install_session_hooks
+    from gaia_app.security import add_rate_limit_headers
+
+    install_session_hooks()
+    app.after_request(add_rate_limit_headers)
+    if settings.trusted_proxy_count:
+        # Behind Fly's proxy (or another), the client address is the one it appended.
+        app.wsgi_app = ProxyFix(
+            app.wsgi_app, x_for=settings.trusted_proxy_count, x_proto=settings.trusted_proxy_count
+        )
+    if settings.allowed_origins:
+        CORS(
+            app,
+            origins=list(settings.allowed_origins),
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key"],
+            expose_headers=[
+                "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After",
+            ],
+            max_age=600,
+        )
 
 
 def _configure_flask(app: Flask, settings, overrides: Mapping[str, Any]) -> None:

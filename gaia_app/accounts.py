@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from gaia_app.apikeys import generate_api_key, hash_api_key, key_hint
 from gaia_app.extensions import db
+from gaia_app.invalidation import queue_key_invalidation, queue_user_invalidation
 from gaia_app.models import ApiKey, User, utcnow
 from gaia_app.security import DEFAULT_KEY_SCOPES, SCOPES
 
@@ -129,11 +130,12 @@ def get_api_key(key_id: str | uuid.UUID) -> ApiKey | None:
 
 
 def revoke_api_key(key: ApiKey) -> bool:
-    """Revoke `key`; False when it was already revoked."""
+    """Revoke `key`; False when it was already revoked. Every process learns it on commit."""
     if not key.is_active:
         return False
     key.is_active = False
     key.revoked_at = utcnow()
+    queue_key_invalidation(db.session, key.key_hash)
     return True
 
 
@@ -145,4 +147,24 @@ def deactivate_user(user: User) -> bool:
     if not user.is_active:
         return False
     user.is_active = False
+    queue_user_invalidation(db.session, user.id)
     return True
+
+
+def external_user_email(token) -> str:
+    """An email for a user first seen in an external issuer's token.
+
+    The token's email when no account uses it yet, else a placeholder under the reserved
+    `.invalid` domain (never linked to an existing account).
+    """
+    if token.email:
+        try:
+            email = normalize_email(token.email)
+        except AccountError:
+            email = None
+        if email and db.session.execute(
+            db.select(User.id).where(User.email == email)
+        ).first() is None:
+            return email
+    digest = hash_api_key(token.external_subject)[:16]
+    return f"{token.issuer_kind}-{digest}@external.invalid"

@@ -44,6 +44,12 @@ class Settings:
     disable_local_provider: bool
     local_provider_latency_ms: float
     service_urls: Mapping[str, str] = field(default_factory=dict)
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 30 * 24 * 3600
+    key_rotation_grace: int = 24 * 3600
+    rate_limit_on_error: str = "open"
+    auth_rate_limit: str = "10/minute"
+    trusted_proxy_count: int = 0
     supabase_jwt_secret: str | None = None
     jwks_url: str | None = None
     jwt_issuer: str | None = None
@@ -207,12 +213,20 @@ def load_settings(env: Mapping[str, str], instance_path: Path, project_root: Pat
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
 
-    rate = env.get("RATE_LIMIT_DEFAULT", "60/minute")
-    if not _RATE_RE.match(rate):
-        raise ConfigError(
-            f"RATE_LIMIT_DEFAULT={rate!r} is not a rate like 60/minute (per second, minute, "
-            "hour or day)"
-        )
+    rate = _rate(env, "RATE_LIMIT_DEFAULT", "60/minute")
+    auth_rate = _rate(env, "AUTH_RATE_LIMIT", "10/minute")
+    on_error = env.get("RATE_LIMIT_ON_ERROR", "open").strip().lower()
+    if on_error not in ("open", "closed"):
+        raise ConfigError(f"RATE_LIMIT_ON_ERROR={on_error!r} must be open or closed")
+
+    jwks_url = env.get("JWT_JWKS_URL", "").strip() or None
+    jwt_issuer = env.get("JWT_ISSUER", "").strip() or None
+    jwt_audience = env.get("JWT_AUDIENCE", "").strip() or None
+    if jwks_url and not (jwt_issuer and jwt_audience):
+        raise ConfigError("JWT_JWKS_URL needs JWT_ISSUER and JWT_AUDIENCE as well")
+    supabase_secret = env.get("SUPABASE_JWT_SECRET", "") or None
+    if supabase_secret and len(supabase_secret.encode()) < MIN_SECRET_BYTES and environment != "local":
+        raise ConfigError(f"SUPABASE_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
 
     max_content = int(_float(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1024))
     service_urls = {
@@ -228,19 +242,35 @@ def load_settings(env: Mapping[str, str], instance_path: Path, project_root: Pat
         secret_key=_secret_key(env, environment, instance_path),
         build_id=_build_id(env, project_root),
         max_content_length=max_content,
-        rate_limit_default=rate.strip(),
+        rate_limit_default=rate,
         allowed_origins=tuple(
             origin.strip() for origin in env.get("ALLOWED_ORIGINS", "").split(",") if origin.strip()
         ),
-        auth_cache_ttl=_float(env, "AUTH_CACHE_TTL", 1.0),
+        # With Redis, changes are pushed to every process, so entries can live longer.
+        auth_cache_ttl=_float(env, "AUTH_CACHE_TTL", 60.0 if redis_url else 1.0),
         auth_negative_cache_ttl=_float(env, "AUTH_NEGATIVE_CACHE_TTL", 30.0),
         last_used_flush_interval=_float(env, "LAST_USED_FLUSH_INTERVAL", 30.0, minimum=0.05),
         database_connect_timeout=int(_float(env, "DATABASE_CONNECT_TIMEOUT", 3, minimum=1)),
         disable_local_provider=_flag(env, "GAIA_DISABLE_LOCAL_PROVIDER"),
         local_provider_latency_ms=_float(env, "LOCAL_PROVIDER_LATENCY_MS", 0.0),
         service_urls=service_urls,
-        supabase_jwt_secret=env.get("SUPABASE_JWT_SECRET") or None,
-        jwks_url=env.get("JWT_JWKS_URL") or None,
-        jwt_issuer=env.get("JWT_ISSUER") or None,
-        jwt_audience=env.get("JWT_AUDIENCE") or None,
+        access_token_ttl=int(_float(env, "ACCESS_TOKEN_TTL", 900, minimum=30)),
+        refresh_token_ttl=int(_float(env, "REFRESH_TOKEN_TTL", 30 * 24 * 3600, minimum=300)),
+        key_rotation_grace=int(_float(env, "KEY_ROTATION_GRACE", 24 * 3600)),
+        rate_limit_on_error=on_error,
+        auth_rate_limit=auth_rate,
+        trusted_proxy_count=int(_float(env, "TRUSTED_PROXY_COUNT", 0)),
+        supabase_jwt_secret=supabase_secret,
+        jwks_url=jwks_url,
+        jwt_issuer=jwt_issuer,
+        jwt_audience=jwt_audience,
     )
+
+
+def _rate(env: Mapping[str, str], name: str, default: str) -> str:
+    rate = env.get(name, default).strip()
+    if not _RATE_RE.match(rate):
+        raise ConfigError(
+            f"{name}={rate!r} is not a rate like 60/minute (per second, minute, hour or day)"
+        )
+    return rate

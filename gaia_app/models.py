@@ -47,6 +47,9 @@ class User(db.Model):
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str | None] = mapped_column(String(200))
     password_hash: Mapped[str | None] = mapped_column(String(255))
+    # Users who sign in through an external issuer (Supabase, an OIDC provider) are found by
+    # "<issuer>|<sub>"; NULL for accounts made in Gaia.
+    external_subject: Mapped[str | None] = mapped_column(String(400), unique=True)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -73,8 +76,12 @@ class ApiKey(db.Model):
     # What a person sees to tell keys apart: prefix and last four characters.
     hint: Mapped[str] = mapped_column(String(40))
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Per-key override of RATE_LIMIT_DEFAULT, e.g. "600/minute".
+    rate_limit: Mapped[str | None] = mapped_column(String(40))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set on the old key when it is rotated: the key that replaces it.
+    replaced_by_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -83,6 +90,24 @@ class ApiKey(db.Model):
 
     def __repr__(self) -> str:
         return f"<ApiKey {self.hint}>"
+
+
+class RefreshToken(db.Model):
+    """A refresh token (stored hashed). Each use rotates it; a reused one revokes its family."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    # Every token descended from one login shares a family.
+    family_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Persona(db.Model):

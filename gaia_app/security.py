@@ -1,9 +1,11 @@
 """Authentication for every service: one `require_auth` decorator over one `Authenticator`.
 
-The hot path costs no database query in steady state: a key's SHA-256 is looked up in an
-in-process cache (positive entries for `AUTH_CACHE_TTL` seconds, refusals for
-`AUTH_NEGATIVE_CACHE_TTL`), and `last_used_at` is collected in memory and written in one
-batch every `LAST_USED_FLUSH_INTERVAL` seconds by a background thread.
+Credentials are API keys (`gaia_...`) or JWTs (Gaia's own, Supabase's, or an external
+issuer's; see `jwt_auth`). The hot path costs no database query in steady state: a
+credential's SHA-256 is looked up in an in-process cache (positive entries for
+`AUTH_CACHE_TTL` seconds, refusals of API keys for `AUTH_NEGATIVE_CACHE_TTL`), changes reach
+every process through `invalidation`, and `last_used_at` is collected in memory and written in
+one batch every `LAST_USED_FLUSH_INTERVAL` seconds by a background thread.
 """
 
 from __future__ import annotations
@@ -20,15 +22,19 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import wraps
 
-from flask import Flask, current_app, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_smorest.utils import deepupdate
 from sqlalchemy import and_, or_, update
+from sqlalchemy.exc import IntegrityError
 
 from gaia_app.apikeys import hash_api_key, key_format_problem
 from gaia_app.config import Settings
 from gaia_app.errors import APIError
 from gaia_app.extensions import db
+from gaia_app.invalidation import InvalidationBus
+from gaia_app.jwt_auth import TokenError, TokenVerifier, VerifiedToken
 from gaia_app.models import ApiKey, User
+from gaia_app.ratelimit import RateLimiter
 
 log = logging.getLogger("gaia.auth")
 
@@ -47,9 +53,14 @@ class Principal:
     is_admin: bool
     key_id: uuid.UUID | None = None
     expires_at: datetime | None = None
+    rate_limit: str | None = None
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
+
+    @property
+    def rate_limit_identity(self) -> str:
+        return f"key:{self.key_id}" if self.key_id else f"user:{self.user_id}"
 
 
 def unauthorized(detail: str) -> APIError:
@@ -93,6 +104,14 @@ class CredentialCache:
                 self._entries.pop(key, None)
         if len(self._entries) >= _CACHE_LIMIT:
             self._entries.clear()
+
+    def drop(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def drop_user(self, user_id: uuid.UUID) -> None:
+        for key, (_, value) in list(self._entries.items()):
+            if isinstance(value, Principal) and value.user_id == user_id:
+                self._entries.pop(key, None)
 
     def clear(self) -> None:
         self._entries.clear()
@@ -176,13 +195,17 @@ class Authenticator:
         self.settings = settings
         self.cache = CredentialCache()
         self.last_used = LastUsedRecorder(app, settings.last_used_flush_interval)
+        self.tokens = TokenVerifier(settings)
+        self.bus = InvalidationBus(settings, self.cache)
+        self.rate_limiter = RateLimiter(settings)
 
     def authenticate(self, headers) -> Principal:
         credential = _read_credential(headers)
+        self.bus.ensure_listening()
         if credential.startswith("gaia_"):
             return self.authenticate_api_key(credential)
         if credential.count(".") == 2:
-            raise unauthorized("JSON Web Tokens are not accepted by this deployment.")
+            return self.authenticate_jwt(credential)
         raise unauthorized("The credential is neither a Gaia API key nor a JSON Web Token.")
 
     def authenticate_api_key(self, key: str) -> Principal:
@@ -194,7 +217,7 @@ class Authenticator:
         if found is None:
             found = self._load_api_key(key_hash)
             ttl = (
-                self.settings.auth_cache_ttl
+                self.bus.ttl(self.settings.auth_cache_ttl)
                 if isinstance(found, Principal)
                 else self.settings.auth_negative_cache_ttl
             )
@@ -206,6 +229,78 @@ class Authenticator:
         self.last_used.touch(found.key_id)
         return found
 
+    def authenticate_jwt(self, token: str) -> Principal:
+        cache_key = "jwt:" + hash_api_key(token)
+        found = self.cache.get(cache_key)
+        if found is None:
+            try:
+                verified = self.tokens.verify(token)
+            except TokenError as exc:
+                raise unauthorized(str(exc)) from None
+            found = self._principal_for_token(verified)
+            if isinstance(found, Principal):
+                remaining = (verified.expires_at - datetime.now(timezone.utc)).total_seconds()
+                self.cache.put(cache_key, found, min(self.bus.ttl(self.settings.auth_cache_ttl), remaining))
+        if isinstance(found, str):
+            raise unauthorized(found)
+        if found.expires_at is not None and found.expires_at <= datetime.now(timezone.utc):
+            raise unauthorized("The token has expired.")
+        return found
+
+    def _principal_for_token(self, token: VerifiedToken) -> Principal | str:
+        if token.issuer_kind == "gaia":
+            try:
+                user = db.session.get(User, uuid.UUID(token.subject))
+            except ValueError:
+                return "The token's subject is invalid."
+        else:
+            user = self._external_user(token)
+        if user is None:
+            return "The account this token names does not exist."
+        if not user.is_active:
+            return "The account is deactivated."
+        allowed = {"chat", "assets"} | ({"admin"} if user.is_admin else set())
+        scopes = frozenset(allowed if token.scopes is None else token.scopes & allowed)
+        return Principal(
+            user_id=user.id,
+            auth_type="jwt",
+            scopes=scopes,
+            is_admin=user.is_admin,
+            expires_at=token.expires_at,
+        )
+
+    def _external_user(self, token: VerifiedToken) -> User | None:
+        """The user behind an external issuer's subject, made on first sight.
+
+        Accounts are never linked by email: an issuer that lets people claim any address
+        would otherwise hand them someone else's account.
+        """
+        subject = token.external_subject
+        user = db.session.execute(
+            db.select(User).where(User.external_subject == subject)
+        ).scalar_one_or_none()
+        if user is not None:
+            return user
+        from gaia_app.accounts import external_user_email
+
+        user = User(
+            email=external_user_email(token),
+            external_subject=subject,
+            is_active=True,
+            is_admin=False,
+        )
+        db.session.add(user)
+        try:
+            db.session.commit()
+        except IntegrityError:
+            # Another request made it at the same moment.
+            db.session.rollback()
+            user = db.session.execute(
+                db.select(User).where(User.external_subject == subject)
+            ).scalar_one_or_none()
+        log.info("made user %s for external subject of issuer %s", user.id if user else "?", token.issuer_kind)
+        return user
+
     def _load_api_key(self, key_hash: str) -> Principal | str:
         row = db.session.execute(
             db.select(
@@ -214,6 +309,7 @@ class Authenticator:
                 ApiKey.scopes,
                 ApiKey.is_active,
                 ApiKey.expires_at,
+                ApiKey.rate_limit,
                 User.is_active.label("user_active"),
                 User.is_admin,
             )
@@ -236,6 +332,7 @@ class Authenticator:
             is_admin=row.is_admin,
             key_id=row.id,
             expires_at=row.expires_at,
+            rate_limit=row.rate_limit,
         )
 
 
@@ -283,7 +380,11 @@ def require_auth(*scopes: str | Callable) -> Callable:
     def decorator(view: Callable) -> Callable:
         @wraps(view)
         def guarded(*args, **kwargs):
-            principal = authenticator().authenticate(request.headers)
+            auth = authenticator()
+            principal = auth.authenticate(request.headers)
+            g.rate_limit = auth.rate_limiter.hit(
+                "principal", principal.rate_limit_identity, principal.rate_limit
+            )
             missing = [scope for scope in needed if not principal.allows(scope)]
             if missing:
                 raise APIError(
@@ -296,6 +397,7 @@ def require_auth(*scopes: str | Callable) -> Callable:
 
         responses = {
             "401": {"description": "Missing or invalid credentials", "content": _problem_content()},
+            "429": {"description": "Rate limit exceeded", "content": _problem_content()},
         }
         if needed:
             responses["403"] = {"description": "Missing scope", "content": _problem_content()}
@@ -307,6 +409,14 @@ def require_auth(*scopes: str | Callable) -> Callable:
         return guarded
 
     return decorator
+
+
+def add_rate_limit_headers(response: Response) -> Response:
+    state = g.get("rate_limit")
+    if state is not None:
+        for name, value in state.headers().items():
+            response.headers.setdefault(name, value)
+    return response
 
 
 def _problem_content() -> dict:

@@ -144,6 +144,7 @@ def _reset(app) -> None:
         with db.engine.begin() as connection:
             connection.execute(text("DELETE FROM user_persona_preferences"))
             connection.execute(text("DELETE FROM personas WHERE owner_id IS NOT NULL"))
+            connection.execute(text("DELETE FROM refresh_tokens"))
             connection.execute(text("DELETE FROM api_keys"))
             connection.execute(text("DELETE FROM users"))
     state = app.extensions["gaia"]
