@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy.exc import IntegrityError
 
@@ -36,8 +36,12 @@ def find_user_by_email(email: str) -> User | None:
     ).scalar_one_or_none()
 
 
-def create_user(email: str, *, name: str | None = None, is_admin: bool = False) -> User:
+def create_user(
+    email: str, *, name: str | None = None, is_admin: bool = False, password: str | None = None
+) -> User:
     user = User(email=normalize_email(email), name=name, is_admin=is_admin, is_active=True)
+    if password is not None:
+        set_password(user, password)
     db.session.add(user)
     try:
         db.session.flush()
@@ -168,3 +172,90 @@ def external_user_email(token) -> str:
             return email
     digest = hash_api_key(token.external_subject)[:16]
     return f"{token.issuer_kind}-{digest}@external.invalid"
+
+
+def key_state(key: ApiKey, now: datetime | None = None) -> str:
+    if not key.is_active:
+        return "revoked"
+    if key.expires_at is not None and key.expires_at <= (now or utcnow()):
+        return "expired"
+    return "active"
+
+
+def rotate_api_key(
+    key: ApiKey, *, environment: str, grace_seconds: int
+) -> tuple[ApiKey, str]:
+    """Replace `key` with a new one of the same name, scopes and limit.
+
+    The old key keeps working for `grace_seconds` (so deployed clients can switch), then
+    expires; with 0 it stops at once.
+    """
+    if key_state(key) != "active":
+        raise AccountError("only an active key can be rotated")
+    user = db.session.get(User, key.user_id)
+    new_key, plaintext = create_api_key(
+        user,
+        name=key.name,
+        environment=environment,
+        scopes=key.scopes,
+        expires_at=key.expires_at,
+    )
+    new_key.rate_limit = key.rate_limit
+    grace_end = utcnow() + timedelta(seconds=max(grace_seconds, 0))
+    if key.expires_at is None or key.expires_at > grace_end:
+        key.expires_at = grace_end
+    if grace_seconds <= 0:
+        key.is_active = False
+        key.revoked_at = utcnow()
+    key.replaced_by_id = new_key.id
+    queue_key_invalidation(db.session, key.key_hash)
+    return new_key, plaintext
+
+
+def update_user(
+    user: User,
+    *,
+    name: str | None = None,
+    is_active: bool | None = None,
+    is_admin: bool | None = None,
+    password: str | None = None,
+) -> None:
+    changed_rights = False
+    if name is not None:
+        user.name = name
+    if is_active is not None and is_active != user.is_active:
+        user.is_active = is_active
+        changed_rights = True
+    if is_admin is not None and is_admin != user.is_admin:
+        user.is_admin = is_admin
+        changed_rights = True
+    if password is not None:
+        set_password(user, password)
+    if changed_rights:
+        queue_user_invalidation(db.session, user.id)
+
+
+def delete_user(user: User) -> None:
+    """Delete a user with their keys, tokens, personas and preferences (cascades)."""
+    for key in user.api_keys:
+        queue_key_invalidation(db.session, key.key_hash)
+    queue_user_invalidation(db.session, user.id)
+    db.session.delete(user)
+
+
+def set_password(user: User, password: str) -> None:
+    from gaia_app.passwords import PasswordPolicyError, check_password_policy, hash_password
+
+    try:
+        check_password_policy(password, email=user.email)
+    except PasswordPolicyError as exc:
+        raise AccountError(f"the password {exc}") from None
+    user.password_hash = hash_password(password)
+
+
+def get_user(user_id: str | uuid.UUID) -> User | None:
+    try:
+        user_uuid = user_id if isinstance(user_id, uuid.UUID) else uuid.UUID(str(user_id))
+    except ValueError:
+        return None
+    return db.session.get(User, user_uuid)

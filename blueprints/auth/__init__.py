@@ -1,9 +1,10 @@
-"""The auth service: accounts, logins and the API-key lifecycle over HTTP.
+"""The auth service: accounts, sign-in sessions (JWT), the API-key lifecycle, admin users.
 
-Its routes arrive with the auth service's issue; the shared credential checks it builds on
-live in `gaia_app.security`.
+The credential checks every service shares live in `gaia_app.security`.
 """
+
+from blueprints.auth.routes import blp
 
 
 def register(app, api) -> None:
-    return None
+    api.register_blueprint(blp)

@@ -1,0 +1,142 @@
+from datetime import timezone
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from gaia_app.passwords import MAX_LENGTH as MAX_PASSWORD
+from gaia_app.security import SCOPES
+
+RATE_PATTERN = r"^\d{1,7}/(second|minute|hour|day)$"
+
+
+class CredentialsSchema(Schema):
+    email = fields.String(required=True, validate=validate.Length(min=3, max=320))
+    # Longer than the policy allows is refused here, before any hashing work.
+    password = fields.String(required=True, validate=validate.Length(min=1, max=MAX_PASSWORD))
+
+
+class RegisterSchema(CredentialsSchema):
+    name = fields.String(validate=validate.Length(max=200))
+
+
+class RefreshSchema(Schema):
+    refresh_token = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+class ValidateSchema(Schema):
+    token = fields.String(validate=validate.Length(min=1, max=8192))
+    api_key = fields.String(validate=validate.Length(min=1, max=200))
+
+    @validates_schema
+    def exactly_one(self, data, **kwargs):
+        if ("token" in data) == ("api_key" in data):
+            raise ValidationError("Give exactly one of token and api_key.", "_schema")
+
+
+class UserSchema(Schema):
+    id = fields.UUID()
+    email = fields.String()
+    name = fields.String(allow_none=True)
+    is_active = fields.Boolean()
+    is_admin = fields.Boolean()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class TokenPairSchema(Schema):
+    access_token = fields.String()
+    refresh_token = fields.String()
+    token_type = fields.String(metadata={"example": "bearer"})
+    expires_in = fields.Integer(metadata={"description": "Seconds the access token lives"})
+
+
+class RegisteredSchema(TokenPairSchema):
+    user = fields.Nested(UserSchema)
+
+
+class ValidationResultSchema(Schema):
+    valid = fields.Boolean()
+    auth_type = fields.String(allow_none=True)
+    user_id = fields.UUID(allow_none=True)
+    scopes = fields.List(fields.String())
+    expires_at = fields.DateTime(allow_none=True)
+    reason = fields.String()
+
+
+class MeSchema(UserSchema):
+    auth_type = fields.String()
+    scopes = fields.List(fields.String())
+    key_id = fields.UUID(allow_none=True)
+
+
+class KeySchema(Schema):
+    id = fields.UUID()
+    user_id = fields.UUID()
+    name = fields.String()
+    hint = fields.String(metadata={"example": "gaia_dev_...a1B2"})
+    scopes = fields.List(fields.String())
+    state = fields.String(metadata={"description": "active, expired or revoked"})
+    rate_limit = fields.String(allow_none=True)
+    expires_at = fields.DateTime(allow_none=True)
+    last_used_at = fields.DateTime(allow_none=True)
+    revoked_at = fields.DateTime(allow_none=True)
+    replaced_by_id = fields.UUID(allow_none=True)
+    created_at = fields.DateTime()
+
+
+class CreatedKeySchema(KeySchema):
+    key = fields.String(metadata={"description": "The key itself: shown only in this response"})
+
+
+class RotatedKeySchema(CreatedKeySchema):
+    replaces = fields.UUID()
+    old_key_expires_at = fields.DateTime(allow_none=True)
+
+
+class KeyCreateSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    scopes = fields.List(
+        fields.String(validate=validate.OneOf(SCOPES)), validate=validate.Length(min=1, max=len(SCOPES))
+    )
+    expires_at = fields.AwareDateTime(default_timezone=timezone.utc)
+    rate_limit = fields.String(validate=validate.Regexp(RATE_PATTERN))
+
+
+class KeyRotateSchema(Schema):
+    grace_seconds = fields.Integer(validate=validate.Range(min=0, max=30 * 24 * 3600))
+
+
+class PageQuerySchema(Schema):
+    limit = fields.Integer(validate=validate.Range(min=1, max=200))
+    cursor = fields.String(validate=validate.Length(max=200))
+
+
+class KeyListQuerySchema(PageQuerySchema):
+    user_id = fields.UUID()
+
+
+class KeyListSchema(Schema):
+    keys = fields.List(fields.Nested(KeySchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class UserListQuerySchema(PageQuerySchema):
+    email = fields.String(validate=validate.Length(max=320))
+
+
+class UserListSchema(Schema):
+    users = fields.List(fields.Nested(UserSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class UserCreateSchema(Schema):
+    email = fields.String(required=True, validate=validate.Length(min=3, max=320))
+    name = fields.String(validate=validate.Length(max=200))
+    password = fields.String(validate=validate.Length(min=1, max=MAX_PASSWORD))
+    is_admin = fields.Boolean(load_default=False)
+
+
+class UserUpdateSchema(Schema):
+    name = fields.String(validate=validate.Length(max=200))
+    password = fields.String(validate=validate.Length(min=1, max=MAX_PASSWORD))
+    is_admin = fields.Boolean()
+    is_active = fields.Boolean()
