@@ -63,6 +63,14 @@ class Principal:
         return f"key:{self.key_id}" if self.key_id else f"user:{self.user_id}"
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A cached "no", remembered with its user (when known) so user changes can clear it."""
+
+    detail: str
+    user_id: uuid.UUID | None = None
+
+
 def unauthorized(detail: str) -> APIError:
     return APIError(
         401,
@@ -73,15 +81,15 @@ def unauthorized(detail: str) -> APIError:
 
 
 class CredentialCache:
-    """A small TTL map from credential hash to a Principal or a refusal message.
+    """A small TTL map from credential hash to a Principal or a Refusal.
 
     Plain dict operations are atomic under the GIL, so readers take no lock.
     """
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, Principal | str]] = {}
+        self._entries: dict[str, tuple[float, Principal | Refusal]] = {}
 
-    def get(self, key: str) -> Principal | str | None:
+    def get(self, key: str) -> Principal | Refusal | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -90,7 +98,7 @@ class CredentialCache:
             return None
         return entry[1]
 
-    def put(self, key: str, value: Principal | str, ttl: float) -> None:
+    def put(self, key: str, value: Principal | Refusal, ttl: float) -> None:
         if ttl <= 0:
             return
         if len(self._entries) >= _CACHE_LIMIT:
@@ -110,7 +118,7 @@ class CredentialCache:
 
     def drop_user(self, user_id: uuid.UUID) -> None:
         for key, (_, value) in list(self._entries.items()):
-            if isinstance(value, Principal) and value.user_id == user_id:
+            if value.user_id == user_id:
                 self._entries.pop(key, None)
 
     def clear(self) -> None:
@@ -222,8 +230,8 @@ class Authenticator:
                 else self.settings.auth_negative_cache_ttl
             )
             self.cache.put(key_hash, found, ttl)
-        if isinstance(found, str):
-            raise unauthorized(found)
+        if isinstance(found, Refusal):
+            raise unauthorized(found.detail)
         if found.expires_at is not None and found.expires_at <= datetime.now(timezone.utc):
             raise unauthorized("The API key has expired.")
         self.last_used.touch(found.key_id)
@@ -241,24 +249,24 @@ class Authenticator:
             if isinstance(found, Principal):
                 remaining = (verified.expires_at - datetime.now(timezone.utc)).total_seconds()
                 self.cache.put(cache_key, found, min(self.bus.ttl(self.settings.auth_cache_ttl), remaining))
-        if isinstance(found, str):
-            raise unauthorized(found)
+        if isinstance(found, Refusal):
+            raise unauthorized(found.detail)
         if found.expires_at is not None and found.expires_at <= datetime.now(timezone.utc):
             raise unauthorized("The token has expired.")
         return found
 
-    def _principal_for_token(self, token: VerifiedToken) -> Principal | str:
+    def _principal_for_token(self, token: VerifiedToken) -> Principal | Refusal:
         if token.issuer_kind == "gaia":
             try:
                 user = db.session.get(User, uuid.UUID(token.subject))
             except ValueError:
-                return "The token's subject is invalid."
+                return Refusal("The token's subject is invalid.")
         else:
             user = self._external_user(token)
         if user is None:
-            return "The account this token names does not exist."
+            return Refusal("The account this token names does not exist.")
         if not user.is_active:
-            return "The account is deactivated."
+            return Refusal("The account is deactivated.", user.id)
         allowed = {"chat", "assets"} | ({"admin"} if user.is_admin else set())
         scopes = frozenset(allowed if token.scopes is None else token.scopes & allowed)
         return Principal(
@@ -301,7 +309,7 @@ class Authenticator:
         log.info("made user %s for external subject of issuer %s", user.id if user else "?", token.issuer_kind)
         return user
 
-    def _load_api_key(self, key_hash: str) -> Principal | str:
+    def _load_api_key(self, key_hash: str) -> Principal | Refusal:
         row = db.session.execute(
             db.select(
                 ApiKey.id,
@@ -317,11 +325,11 @@ class Authenticator:
             .where(ApiKey.key_hash == key_hash)
         ).one_or_none()
         if row is None:
-            return "The API key is not recognised."
+            return Refusal("The API key is not recognised.")
         if not row.is_active:
-            return "The API key has been revoked."
+            return Refusal("The API key has been revoked.", row.user_id)
         if not row.user_active:
-            return "The account that owns this API key is deactivated."
+            return Refusal("The account that owns this API key is deactivated.", row.user_id)
         scopes = frozenset(row.scopes or ())
         if not row.is_admin:
             scopes -= {"admin"}

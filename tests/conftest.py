@@ -116,6 +116,9 @@ def make_app(database_url: str, tmp_path_factory, **overrides):
         "GAIA_INSTANCE_PATH": str(tmp_path_factory.mktemp("instance")),
         "TESTING": True,
         "LAST_USED_FLUSH_INTERVAL": "3600",
+        # Limits get their own tests; elsewhere they would only make tests depend on each other.
+        "RATE_LIMIT_DEFAULT": "100000/minute",
+        "AUTH_RATE_LIMIT": "100000/minute",
     }
     settings.update(overrides)
     app = create_app(settings)

@@ -37,3 +37,15 @@ def test_docs_page_is_served_offline(client):
     assert "/api/v0.2/openapi.json" in html
     assert client.get("/docs/swagger-ui-bundle.js").status_code == 200
     assert client.get("/docs").status_code in (200, 301, 308)
+
+
+def test_auth_service_is_documented(client):
+    spec = client.get("/api/v0.2/openapi.json").get_json()
+    for path in ("/api/v0.2/auth/login", "/api/v0.2/auth/register", "/api/v0.2/auth/refresh",
+                 "/api/v0.2/auth/logout", "/api/v0.2/auth/validate", "/api/v0.2/auth/me",
+                 "/api/v0.2/keys", "/api/v0.2/keys/{key_id}", "/api/v0.2/keys/{key_id}/rotate",
+                 "/api/v0.2/users", "/api/v0.2/users/{user_id}"):
+        assert path in spec["paths"], path
+    login = spec["paths"]["/api/v0.2/auth/login"]["post"]
+    assert "requestBody" in login and "security" not in login
+    assert "403" in spec["paths"]["/api/v0.2/users"]["get"]["responses"]

@@ -1,0 +1,110 @@
+"""Rate limits per key or user, shared through Redis, with both failure policies."""
+
+import uuid
+
+import pytest
+
+from tests.conftest import make_app
+
+MODELS = "/api/v0.2/models"
+
+
+@pytest.fixture
+def limited(database_url, tmp_path_factory, _session_app, redis_url):
+    """Two apps (two processes' worth of state) sharing Redis, 5 requests a minute."""
+    namespace_db = redis_url  # db 15 is the tests' own
+    import redis
+
+    redis.Redis.from_url(namespace_db).flushdb()
+
+    def build(**overrides):
+        settings = {"REDIS_URL": redis_url, "RATE_LIMIT_DEFAULT": "5/minute", "AUTH_RATE_LIMIT": "3/minute"}
+        settings.update(overrides)
+        return make_app(database_url, tmp_path_factory, **settings)
+
+    return build
+
+
+def test_limit_is_shared_across_processes_with_headers(limited, make):
+    first, second = limited(), limited()
+    key = {"X-API-Key": make.key()}
+    statuses, remaining = [], []
+    for app in (first, second, first, second, first):
+        response = app.test_client().get(MODELS, headers=key)
+        statuses.append(response.status_code)
+        remaining.append(int(response.headers["X-RateLimit-Remaining"]))
+        assert response.headers["X-RateLimit-Limit"] == "5"
+    assert statuses == [200] * 5
+    assert remaining == [4, 3, 2, 1, 0]
+    refused = second.test_client().get(MODELS, headers=key)
+    assert refused.status_code == 429
+    assert refused.content_type == "application/problem+json"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert "5 per minute" in refused.get_json(force=True)["detail"]
+
+
+def test_each_key_has_its_own_budget_and_overrides_apply(limited, make, app):
+    from gaia_app.extensions import db
+    from gaia_app.models import ApiKey
+
+    server = limited()
+    client = server.test_client()
+    busy, quiet = make.key(name="busy"), make.key(name="quiet")
+    with app.app_context():
+        row = db.session.execute(db.select(ApiKey).where(ApiKey.name == "busy")).scalar_one()
+        row.rate_limit = "2/minute"
+        db.session.commit()
+    assert [client.get(MODELS, headers={"X-API-Key": busy}).status_code for _ in range(3)] == [200, 200, 429]
+    assert client.get(MODELS, headers={"X-API-Key": quiet}).headers["X-RateLimit-Limit"] == "5"
+
+
+def test_spoofed_forwarded_for_does_not_escape_limits(limited, make):
+    client = limited().test_client()
+    key = make.key()
+    codes = [
+        client.get(MODELS, headers={"X-API-Key": key, "X-Forwarded-For": f"10.0.0.{i}"}).status_code
+        for i in range(6)
+    ]
+    assert codes == [200] * 5 + [429]
+    logins = [
+        client.post(
+            "/api/v0.2/auth/login",
+            json={"email": f"{uuid.uuid4().hex}@example.com", "password": "whatever12345"},
+            headers={"X-Forwarded-For": f"203.0.113.{i}"},
+        ).status_code
+        for i in range(4)
+    ]
+    assert logins == [401, 401, 401, 429]
+
+
+def test_login_attempts_are_limited_per_account_too(limited, make):
+    client = limited(AUTH_RATE_LIMIT="2/minute").test_client()
+    body = {"email": "victim@example.com", "password": "guess guess guess"}
+    codes = [client.post("/api/v0.2/auth/login", json=body, environ_base={"REMOTE_ADDR": f"198.51.100.{i}"}).status_code
+             for i in range(3)]
+    assert codes == [401, 401, 429]
+
+
+def test_redis_outage_fails_open_by_default(database_url, tmp_path_factory, _session_app, make):
+    app = make_app(database_url, tmp_path_factory, REDIS_URL="redis://127.0.0.1:1/0", RATE_LIMIT_DEFAULT="1/minute")
+    client = app.test_client()
+    key = make.key()
+    responses = [client.get(MODELS, headers={"X-API-Key": key}) for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert "X-RateLimit-Limit" not in responses[0].headers
+
+
+def test_redis_outage_can_fail_closed(database_url, tmp_path_factory, _session_app, make):
+    app = make_app(
+        database_url, tmp_path_factory, REDIS_URL="redis://127.0.0.1:1/0", RATE_LIMIT_ON_ERROR="closed"
+    )
+    response = app.test_client().get(MODELS, headers={"X-API-Key": make.key()})
+    assert response.status_code == 503
+    assert response.content_type == "application/problem+json"
+    assert response.headers["Retry-After"]
+
+
+def test_without_redis_limits_hold_per_process(database_url, tmp_path_factory, _session_app, make):
+    client = make_app(database_url, tmp_path_factory, RATE_LIMIT_DEFAULT="2/minute").test_client()
+    key = make.key()
+    assert [client.get(MODELS, headers={"X-API-Key": key}).status_code for _ in range(3)] == [200, 200, 429]
