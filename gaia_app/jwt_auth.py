@@ -105,8 +105,11 @@ class JWKSCache:
             try:
                 response = self._session.get(self.url, timeout=(2, 3))
                 response.raise_for_status()
-                key_set = jwt.PyJWKSet.from_dict(response.json())
-            except (requests.RequestException, ValueError, jwt.PyJWKError) as exc:
+                document = response.json()
+                if not isinstance(document, dict):
+                    raise ValueError("the JWKS document is not a JSON object")
+                key_set = jwt.PyJWKSet.from_dict(document)
+            except (requests.RequestException, ValueError, TypeError, jwt.PyJWTError) as exc:
                 # Keep what we have: tokens signed with known keys go on working.
                 log.warning("JWKS refresh from %s failed: %s", self.url, exc)
                 return
@@ -191,10 +194,14 @@ class TokenVerifier:
         if not isinstance(subject, str) or not subject or len(subject) > 255:
             raise TokenError("The token's subject is invalid.")
         email = claims.get("email") if isinstance(claims.get("email"), str) else None
+        try:
+            expires_at = datetime.fromtimestamp(int(claims["exp"]), timezone.utc)
+        except (OverflowError, OSError, ValueError, TypeError):
+            raise TokenError("The token's expiry is out of range.") from None
         return VerifiedToken(
             issuer_kind=kind,
             subject=subject,
-            expires_at=datetime.fromtimestamp(int(claims["exp"]), timezone.utc),
+            expires_at=expires_at,
             email=email,
             scopes=scopes,
         )

@@ -19,7 +19,7 @@ import uuid
 from copy import deepcopy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import wraps
 
 from flask import Flask, Response, current_app, g, request
@@ -32,7 +32,7 @@ from gaia_app.config import Settings
 from gaia_app.errors import APIError
 from gaia_app.extensions import db
 from gaia_app.invalidation import InvalidationBus
-from gaia_app.jwt_auth import TokenError, TokenVerifier, VerifiedToken
+from gaia_app.jwt_auth import LEEWAY_SECONDS, TokenError, TokenVerifier, VerifiedToken
 from gaia_app.models import ApiKey, User
 from gaia_app.ratelimit import RateLimiter
 
@@ -248,10 +248,12 @@ class Authenticator:
             found = self._principal_for_token(verified)
             if isinstance(found, Principal):
                 remaining = (verified.expires_at - datetime.now(timezone.utc)).total_seconds()
-                self.cache.put(cache_key, found, min(self.bus.ttl(self.settings.auth_cache_ttl), remaining))
+                ttl = min(self.bus.ttl(self.settings.auth_cache_ttl), remaining + LEEWAY_SECONDS)
+                self.cache.put(cache_key, found, ttl)
         if isinstance(found, Refusal):
             raise unauthorized(found.detail)
-        if found.expires_at is not None and found.expires_at <= datetime.now(timezone.utc):
+        # The same leeway as at verification, so a cached token is not refused sooner.
+        if found.expires_at + timedelta(seconds=LEEWAY_SECONDS) <= datetime.now(timezone.utc):
             raise unauthorized("The token has expired.")
         return found
 
