@@ -16,3 +16,18 @@ keepalive = 5
 # The runtime control socket is not used; without it many servers can share one home folder.
 control_socket_disable = True
 accesslog = "-" if os.environ.get("GAIA_ACCESS_LOG", "") not in ("", "0") else None
+
+
+def on_starting(server):
+    """Check the settings once in the master, so a bad one stops gunicorn with one clear line
+    before any worker starts (instead of every worker failing on its own)."""
+    import sys
+
+    from gaia_app import PROJECT_ROOT, instance_path_from
+    from gaia_app.config import ConfigError, load_settings
+
+    try:
+        load_settings(os.environ, instance_path_from(os.environ), PROJECT_ROOT)
+    except ConfigError as error:
+        print(f"gaia: configuration error: {error}", file=sys.stderr, flush=True)
+        sys.exit(4)

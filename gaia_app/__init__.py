@@ -30,6 +30,11 @@ class GaiaState:
     api: Any
 
 
+def instance_path_from(env: Mapping[str, str]) -> Path:
+    """Where SQLite, the local secret and local files live."""
+    return Path(env.get("GAIA_INSTANCE_PATH") or PROJECT_ROOT / "instance").resolve()
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. `config` overrides environment variables (same names) and Flask config.
 
@@ -41,7 +46,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     env = dict(os.environ)
     env.update({k: str(v) for k, v in overrides.items() if isinstance(v, (str, int, float))})
 
-    instance_path = Path(env.get("GAIA_INSTANCE_PATH") or PROJECT_ROOT / "instance").resolve()
+    instance_path = instance_path_from(env)
     app = Flask(__name__, instance_path=str(instance_path))
     settings = load_settings(env, instance_path, PROJECT_ROOT)
 

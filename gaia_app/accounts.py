@@ -17,6 +17,7 @@ from gaia_app.security import DEFAULT_KEY_SCOPES, SCOPES
 
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 MAX_KEY_NAME = 100
+MAX_USER_NAME = 200
 
 
 class AccountError(ValueError):
@@ -36,9 +37,15 @@ def find_user_by_email(email: str) -> User | None:
     ).scalar_one_or_none()
 
 
+def _check_name(name: str | None) -> None:
+    if name is not None and len(name) > MAX_USER_NAME:
+        raise AccountError(f"a name can be at most {MAX_USER_NAME} characters")
+
+
 def create_user(
     email: str, *, name: str | None = None, is_admin: bool = False, password: str | None = None
 ) -> User:
+    _check_name(name)
     user = User(email=normalize_email(email), name=name, is_admin=is_admin, is_active=True)
     if password is not None:
         set_password(user, password)
@@ -53,6 +60,7 @@ def create_user(
 
 def ensure_admin(email: str, *, name: str | None = None) -> tuple[User, bool]:
     """The admin user for `email`, made (or promoted and reactivated) as needed."""
+    _check_name(name)
     user = find_user_by_email(email)
     if user is None:
         return create_user(email, name=name, is_admin=True), True
@@ -64,8 +72,9 @@ def ensure_admin(email: str, *, name: str | None = None) -> tuple[User, bool]:
 
 
 def any_admin_exists() -> bool:
+    """Whether an active admin exists (a deactivated one cannot help anybody)."""
     return db.session.execute(
-        db.select(User.id).where(User.is_admin.is_(True)).limit(1)
+        db.select(User.id).where(User.is_admin.is_(True), User.is_active.is_(True)).limit(1)
     ).first() is not None
 
 
@@ -221,6 +230,7 @@ def update_user(
     password: str | None = None,
 ) -> None:
     changed_rights = False
+    _check_name(name)
     if name is not None:
         user.name = name
     if is_active is not None and is_active != user.is_active:

@@ -5,12 +5,14 @@ A key is printed once, when it is made, and never again: only its hash is kept.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime, timedelta, timezone
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
+from sqlalchemy.exc import DBAPIError
 
 from gaia_app import accounts
 from gaia_app.accounts import AccountError
@@ -19,7 +21,8 @@ from gaia_app.extensions import db
 keys_cli = AppGroup("keys", help="Create, list and revoke API keys.")
 users_cli = AppGroup("users", help="List, create and deactivate users.")
 
-_DURATION_RE = re.compile(r"^(\d+)([hdw])$")
+_DURATION_RE = re.compile(r"^(\d{1,6})([hdw])$")
+MAX_KEY_LIFETIME = timedelta(days=3650)
 
 
 def _settings():
@@ -31,22 +34,48 @@ def _fail(message: str) -> None:
     raise click.ClickException(message)
 
 
+def database_command(command):
+    """Run in an app context, and turn a missing schema or database into one clear line."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except DBAPIError as exc:
+            db.session.rollback()
+            text = str(exc.orig).lower()
+            if "no such table" in text or "does not exist" in text:
+                raise click.ClickException(
+                    "the database has no Gaia schema: run `flask --app wsgi db upgrade` first"
+                ) from None
+            raise click.ClickException(f"database error: {str(exc.orig).strip().splitlines()[0]}") from None
+
+    return with_appcontext(run)
+
+
 def _parse_expiry(expires_in: str | None, expires_at: str | None) -> datetime | None:
     if expires_in and expires_at:
         raise click.UsageError("give --expires-in or --expires-at, not both")
+    now = datetime.now(timezone.utc)
     if expires_in:
         match = _DURATION_RE.match(expires_in.strip())
         if not match:
             raise click.UsageError("--expires-in takes a duration like 12h, 30d or 8w")
         amount, unit = int(match.group(1)), match.group(2)
-        hours = {"h": 1, "d": 24, "w": 24 * 7}[unit] * amount
-        return datetime.now(timezone.utc) + timedelta(hours=hours)
+        lifetime = timedelta(hours={"h": 1, "d": 24, "w": 24 * 7}[unit] * amount)
+        if lifetime > MAX_KEY_LIFETIME:
+            raise click.UsageError("--expires-in can be at most 10 years (3650d)")
+        return now + lifetime
     if expires_at:
         try:
             parsed = datetime.fromisoformat(expires_at)
-        except ValueError:
+            parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+            parsed.astimezone(timezone.utc)
+        except (ValueError, OverflowError):
             raise click.UsageError("--expires-at takes an ISO 8601 date or time") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        if parsed - now > MAX_KEY_LIFETIME:
+            raise click.UsageError("--expires-at can be at most 10 years ahead")
+        return parsed
     return None
 
 
@@ -61,6 +90,7 @@ def _user_or_fail(email: str):
 
 
 @click.command("create-admin")
+@database_command
 @click.option("--email", required=True, help="The admin's email address.")
 @click.option("--name", default=None, help="A display name.")
 @click.option(
@@ -90,7 +120,8 @@ def create_admin_command(email: str, name: str | None, if_missing: bool) -> None
     click.echo("Store it now: it is shown only this once.", err=True)
 
 
-@keys_cli.command("create")
+@keys_cli.command("create", with_appcontext=False)
+@database_command
 @click.option("--email", required=True, help="The user the key belongs to.")
 @click.option("--name", required=True, help="What the key is for, e.g. 'unity-client'.")
 @click.option("--scopes", default="chat,assets", show_default=True, help="Comma list of scopes.")
@@ -115,7 +146,8 @@ def create_key_command(email, name, scopes, expires_in, expires_at) -> None:
     click.echo(f"API key: {plaintext}")
 
 
-@keys_cli.command("list")
+@keys_cli.command("list", with_appcontext=False)
+@database_command
 @click.option("--email", default=None, help="Only this user's keys.")
 def list_keys_command(email: str | None) -> None:
     """List keys (never the keys themselves)."""
@@ -136,7 +168,8 @@ def list_keys_command(email: str | None) -> None:
         )
 
 
-@keys_cli.command("revoke")
+@keys_cli.command("revoke", with_appcontext=False)
+@database_command
 @click.argument("key_id")
 def revoke_key_command(key_id: str) -> None:
     """Revoke the key with this id (see `keys list`)."""
@@ -150,7 +183,8 @@ def revoke_key_command(key_id: str) -> None:
         click.echo(f"Key {key.id} ({key.hint}) was already revoked.")
 
 
-@users_cli.command("list")
+@users_cli.command("list", with_appcontext=False)
+@database_command
 def list_users_command() -> None:
     """List users."""
     rows = accounts.list_users()
@@ -164,7 +198,8 @@ def list_users_command() -> None:
         )
 
 
-@users_cli.command("create")
+@users_cli.command("create", with_appcontext=False)
+@database_command
 @click.option("--email", required=True)
 @click.option("--name", default=None)
 @click.option("--admin", "is_admin", is_flag=True, help="Make the user an admin.")
@@ -178,7 +213,8 @@ def create_user_command(email: str, name: str | None, is_admin: bool) -> None:
     click.echo(f"Created user {user.email} ({user.id}){' as admin' if is_admin else ''}.")
 
 
-@users_cli.command("deactivate")
+@users_cli.command("deactivate", with_appcontext=False)
+@database_command
 @click.option("--email", required=True)
 def deactivate_user_command(email: str) -> None:
     """Deactivate a user: all their keys stop working."""

@@ -14,9 +14,12 @@ usage() { echo "usage: $0 --env local|dev|staging|prod --user EMAIL [--name NAME
 env_name="" email="" name=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --env) env_name="${2:-}"; shift 2 ;;
-    --user) email="${2:-}"; shift 2 ;;
-    --name) name="${2:-}"; shift 2 ;;
+    --env|--user|--name) [ $# -ge 2 ] || { echo "$1 needs a value" >&2; usage; } ;;
+  esac
+  case "$1" in
+    --env) env_name="$2"; shift 2 ;;
+    --user) email="$2"; shift 2 ;;
+    --name) name="$2"; shift 2 ;;
     -h|--help) usage ;;
     *) echo "unknown argument: $1" >&2; usage ;;
   esac
