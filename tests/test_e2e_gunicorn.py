@@ -221,7 +221,7 @@ class Deployment:
 
 
 @contextmanager
-def deployed(directory: Path, database_url: str, **settings: str):
+def deployed(directory: Path, database_url: str, workers: int = 2, **settings: str):
     """Migrate, make the admin, serve: what an operator does on a new database."""
     instance = directory / "instance"
     env = base_env(database_url, instance, **settings)
@@ -233,7 +233,7 @@ def deployed(directory: Path, database_url: str, **settings: str):
 
     # The revocation test polls at ~50 requests/s, far past the default 60/minute per key:
     # lift the limit so that it measures revocation, not rate limiting.
-    server = start_server(database_url, instance, directory, probe_log=True,
+    server = start_server(database_url, instance, directory, probe_log=True, workers=workers,
                           RATE_LIMIT_DEFAULT="100000/minute", **settings)
     try:
         yield Deployment(database_url, env, keys[0], server)
