@@ -64,7 +64,7 @@ def _bad_request(exc: AccountError, field: str | None = None) -> APIError:
 
 
 @blp.route("/auth/register", methods=["POST"])
-@blp.arguments(RegisterSchema)
+@blp.arguments(RegisterSchema())
 @blp.response(201, RegisteredSchema)
 def register(body):
     """Make an account with email and password; answers with a signed-in session."""
@@ -73,7 +73,7 @@ def register(body):
 
 
 @blp.route("/auth/login", methods=["POST"])
-@blp.arguments(CredentialsSchema)
+@blp.arguments(CredentialsSchema())
 @blp.response(200, TokenPairSchema)
 def login(body):
     """Exchange email and password for an access token (JWT) and a refresh token."""
@@ -82,7 +82,7 @@ def login(body):
 
 
 @blp.route("/auth/refresh", methods=["POST"])
-@blp.arguments(RefreshSchema)
+@blp.arguments(RefreshSchema())
 @blp.response(200, TokenPairSchema)
 def refresh(body):
     """Trade a refresh token for a new pair. Each refresh token works once."""
@@ -91,7 +91,7 @@ def refresh(body):
 
 
 @blp.route("/auth/logout", methods=["POST"])
-@blp.arguments(RefreshSchema)
+@blp.arguments(RefreshSchema())
 @blp.response(204)
 def logout(body):
     """End the session the refresh token belongs to (every token of that login)."""
@@ -99,7 +99,7 @@ def logout(body):
 
 
 @blp.route("/auth/validate", methods=["POST"])
-@blp.arguments(ValidateSchema)
+@blp.arguments(ValidateSchema())
 @blp.response(200, ValidationResultSchema)
 def validate(body):
     """Say whether a JWT or an API key is valid now, and whose it is."""
@@ -163,7 +163,7 @@ def _key_view(key: ApiKey, plaintext: str | None = None) -> dict:
 
 @blp.route("/keys")
 @require_auth
-@blp.arguments(KeyListQuerySchema, location="query", as_kwargs=True)
+@blp.arguments(KeyListQuerySchema(), location="query", as_kwargs=True)
 @blp.response(200, KeyListSchema)
 def list_keys(limit=None, cursor=None, user_id=None):
     """Your API keys (an admin may name another `user_id`). Never the keys themselves."""
@@ -180,7 +180,7 @@ def list_keys(limit=None, cursor=None, user_id=None):
 
 @blp.route("/keys", methods=["POST"])
 @require_auth
-@blp.arguments(KeyCreateSchema)
+@blp.arguments(KeyCreateSchema())
 @blp.response(201, CreatedKeySchema)
 def create_key(body):
     """Make an API key. This response is the only one that ever holds the key."""
@@ -231,7 +231,7 @@ def revoke_key(key_id):
 
 @blp.route("/keys/<key_id>/rotate", methods=["POST"])
 @require_auth
-@blp.arguments(KeyRotateSchema)
+@blp.arguments(KeyRotateSchema())
 @blp.response(201, RotatedKeySchema)
 def rotate_key(body, key_id):
     """Replace a key with a new one; the old one keeps working for `grace_seconds`."""
@@ -264,7 +264,7 @@ def _user_or_404(user_id: str) -> User:
 
 @blp.route("/users")
 @require_auth("admin")
-@blp.arguments(UserListQuerySchema, location="query", as_kwargs=True)
+@blp.arguments(UserListQuerySchema(), location="query", as_kwargs=True)
 @blp.response(200, UserListSchema)
 def list_users(limit=None, cursor=None, email=None):
     """Every user, oldest first (admin)."""
@@ -277,7 +277,7 @@ def list_users(limit=None, cursor=None, email=None):
 
 @blp.route("/users", methods=["POST"])
 @require_auth("admin")
-@blp.arguments(UserCreateSchema)
+@blp.arguments(UserCreateSchema())
 @blp.response(201, UserSchema)
 def create_user(body):
     """Make a user (admin); with a password they can sign in, else they use keys."""
@@ -302,7 +302,7 @@ def get_user(user_id):
 
 @blp.route("/users/<user_id>", methods=["PATCH"])
 @require_auth("admin")
-@blp.arguments(UserUpdateSchema)
+@blp.arguments(UserUpdateSchema())
 @blp.response(200, UserSchema)
 def update_user(body, user_id):
     """Rename, deactivate or reactivate, grant or remove admin, set a password (admin)."""

@@ -53,7 +53,7 @@ def provider_health(provider_id: str):
 
 @blp.route("/models")
 @require_auth
-@blp.arguments(ModelQuerySchema, location="query", as_kwargs=True)
+@blp.arguments(ModelQuerySchema(), location="query", as_kwargs=True)
 @blp.response(200, ModelListSchema)
 def list_models(provider: str | None = None, capability: str | None = None):
     """Every model of every configured provider, optionally filtered."""
