@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from flask.sessions import SessionInterface
 
 __version__ = "0.2.0"
 
@@ -61,6 +62,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
+class NoCookieSessions(SessionInterface):
+    def open_session(self, app, request):
+        return None
+
+    def save_session(self, app, session, response):
+        return None
+
+
 def _init_security(app: Flask, settings) -> None:
     from flask_cors import CORS
     from werkzeug.middleware.proxy_fix import ProxyFix
@@ -69,6 +78,9 @@ def _init_security(app: Flask, settings) -> None:
     from gaia_app.security import add_rate_limit_headers
 
     install_session_hooks()
+    # A token API has no cookie sessions: skip Flask's per-request session signer and
+    # cookie lookup (and with it any CSRF surface).
+    app.session_interface = NoCookieSessions()
     app.after_request(add_rate_limit_headers)
     if settings.trusted_proxy_count:
         # Behind Fly's proxy (or another), the client address is the one it appended.

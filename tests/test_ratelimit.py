@@ -108,3 +108,21 @@ def test_without_redis_limits_hold_per_process(database_url, tmp_path_factory, _
     client = make_app(database_url, tmp_path_factory, RATE_LIMIT_DEFAULT="2/minute").test_client()
     key = make.key()
     assert [client.get(MODELS, headers={"X-API-Key": key}).status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_local_sliding_window_weighs_the_previous_window(monkeypatch):
+    from gaia_app import ratelimit
+    from gaia_app.ratelimit import LocalSlidingWindow, parse_limit
+
+    clock = [1000.0]
+    monkeypatch.setattr(ratelimit.time, "time", lambda: clock[0])
+    window, item = LocalSlidingWindow(), parse_limit("4/minute")  # windows start at 960, 1020
+    assert [window.hit(item, "k")[0] for _ in range(5)] == [True] * 4 + [False]
+    clock[0] = 1025.0  # 5 s into the next window: 4 * 55/60 = 3.67 still count
+    assert window.hit(item, "k")[0] is False
+    clock[0] = 1050.0  # 30 s in: 4 * 0.5 = 2 count, so two more fit
+    assert [window.hit(item, "k")[0] for _ in range(3)] == [True, True, False]
+    assert window.hit(item, "other")[0] is True  # identities are counted apart
+    clock[0] = 1200.0  # long idle: a fresh start
+    allowed, remaining, reset_at = window.hit(item, "k")
+    assert allowed and remaining == 3 and reset_at == 1260.0
