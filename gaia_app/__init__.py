@@ -6,7 +6,7 @@ import importlib
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ class GaiaState:
     providers: Any
     migrations: Any
     api: Any
+    # Serialized listings that change only with configuration (see blueprints.chat.catalog).
+    listing_cache: dict = field(default_factory=dict)
 
 
 def instance_path_from(env: Mapping[str, str]) -> Path:

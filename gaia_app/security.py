@@ -424,8 +424,8 @@ def require_auth(*scopes: str | Callable) -> Callable:
 def add_rate_limit_headers(response: Response) -> Response:
     state = g.get("rate_limit")
     if state is not None:
-        for name, value in state.headers().items():
-            response.headers.setdefault(name, value)
+        # Set only on successful authentication; a 429 carries its own (and sets no state).
+        response.headers.update(state.headers())
     return response
 
 

@@ -100,3 +100,28 @@ def test_local_provider_is_deterministic_counts_tokens_and_streams():
     assert other.text != first.text or other.usage != first.usage
     short = provider.complete(ChatRequest(model="gaia-local", messages=request.messages, max_tokens=3))
     assert short.usage.completion_tokens <= 3 and short.finish_reason == "length"
+
+
+def test_model_listing_is_served_from_cache_until_the_registry_changes(app, client, auth):
+    from blueprints.chat.schemas import ModelListSchema
+    from gaia_app.providers.base import ModelInfo
+
+    registry = app.extensions["gaia"].providers
+    first = client.get("/api/v0.2/models", headers=auth).get_json()
+    with app.app_context():
+        fresh = ModelListSchema().dump({"models": [m.to_dict() for m in registry.models()], "total": 2})
+    assert first == fresh
+
+    local = registry.get("local")
+    extra = ModelInfo(id="gaia-local-xl", name="XL", provider="local", capabilities=("chat",))
+    original = local.list_models
+    local.list_models = lambda: original() + [extra]
+    try:
+        assert client.get("/api/v0.2/models", headers=auth).get_json() == first  # still cached
+        registry.version += 1
+        changed = client.get("/api/v0.2/models", headers=auth).get_json()
+        assert changed["total"] == first["total"] + 1
+        assert changed["models"][-1]["id"] == "gaia-local-xl"
+    finally:
+        local.list_models = original
+        registry.version += 1

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from flask import current_app
+from flask import Response, current_app, json
 
 from gaia_app.errors import APIError
 from gaia_app.providers import ProviderRegistry
+
+_LISTING_CACHE_SIZE = 64
 
 
 def _registry() -> ProviderRegistry:
@@ -69,6 +71,24 @@ def models(provider: str | None = None, capability: str | None = None) -> list[d
     if provider is not None:
         _provider_or_404(provider)
     return [model.to_dict() for model in _registry().models(provider=provider, capability=capability)]
+
+
+def models_listing(schema, provider: str | None = None, capability: str | None = None) -> Response:
+    """`GET /models` as a ready response: clients poll it, and it only changes with the registry.
+
+    The body is made by `schema` once per registry version and filter, then served as is.
+    """
+    registry = _registry()
+    cache = current_app.extensions["gaia"].listing_cache
+    key = ("models", registry.version, provider, capability)
+    body = cache.get(key)
+    if body is None:
+        found = models(provider=provider, capability=capability)
+        body = json.dumps(schema.dump({"models": found, "total": len(found)}))
+        if len(cache) >= _LISTING_CACHE_SIZE:
+            cache.clear()
+        cache[key] = body
+    return Response(body, mimetype="application/json")
 
 
 def model(model_id: str) -> dict:

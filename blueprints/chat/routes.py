@@ -14,6 +14,8 @@ from blueprints.chat.schemas import (
 from gaia_app import API_PREFIX
 from gaia_app.security import require_auth
 
+MODEL_LIST = ModelListSchema()
+
 blp = Blueprint("chat", __name__, url_prefix=API_PREFIX, description="LLM providers and models")
 
 
@@ -57,8 +59,7 @@ def provider_health(provider_id: str):
 @blp.response(200, ModelListSchema)
 def list_models(provider: str | None = None, capability: str | None = None):
     """Every model of every configured provider, optionally filtered."""
-    models = catalog.models(provider=provider, capability=capability)
-    return {"models": models, "total": len(models)}
+    return catalog.models_listing(MODEL_LIST, provider=provider, capability=capability)
 
 
 @blp.route("/models/<path:model_id>")

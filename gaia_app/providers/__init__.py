@@ -21,6 +21,8 @@ PROVIDER_FACTORIES: dict[str, Callable[[Settings], LLMProvider | None]] = {
 class ProviderRegistry:
     def __init__(self, providers: list[LLMProvider]) -> None:
         self._providers = {provider.id: provider for provider in providers}
+        # Bumped whenever what the registry lists changes, so listings cached from it expire.
+        self.version = 0
 
     def providers(self) -> list[LLMProvider]:
         return list(self._providers.values())
