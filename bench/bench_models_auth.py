@@ -1,25 +1,29 @@
 """Authenticated `GET /api/v0.2/models` on Gaia vs a bare Flask endpoint, same gunicorn settings.
 
-Run from the repository root with the project's virtualenv:
+Run from the repository root with the project's virtualenv (see bench/README.md):
 
-    .venv/bin/python bench/bench_models_auth.py                 # defaults: 5 rounds x 5 s, c=8 and c=1
-    .venv/bin/python bench/bench_models_auth.py --auth-cache-ttl 60 --rounds 3
+    .venv/bin/python bench/bench_models_auth.py              # 5 rounds x 5 s, c=8 then c=1
+    .venv/bin/python bench/bench_models_auth.py --auth-cache-ttl 60
+    .venv/bin/python bench/bench_models_auth.py --redis-url redis://127.0.0.1:6379/0
 
 What it does, in one run:
   1. creates a fresh PostgreSQL database gaia_bench_<random> (dropped at the end, always),
      runs the migrations and creates an admin API key with Gaia's own CLI;
   2. starts Gaia (`wsgi:app`) and the bare app (`bench.bare_app:app`) under gunicorn with
      gunicorn.conf.py and identical settings (HOST, PORT, WEB_CONCURRENCY, sync workers),
-     each on a free loopback port, and waits until both answer 200;
+     each on a free loopback port, from a clean environment, and waits until both answer 200;
   3. warms both up, then measures in alternating rounds (bare, gaia, bare, gaia, ...) for each
      concurrency, with bench/loadgen.py in this process;
   4. reads pg_stat_database for the bench database before and after the measured rounds and
      reports database transactions per 1000 Gaia requests;
-  5. prints a table (median req/s over rounds, p50/p99 latency, gaia/bare ratio, and the CPU
-     seconds each server used per request) and writes it as JSON under bench/results/.
+  5. prints a table (median req/s over rounds, p50/p99 latency, gaia/bare ratio, the CPU time
+     each server's processes used per request) and writes everything as JSON under
+     bench/results/ (git-ignored).
 
+Gaia runs with ENVIRONMENT=local and RATE_LIMIT_DEFAULT raised out of the way (the limiter
+still runs); everything else is the app's default unless a flag says otherwise.
 Everything it starts is stopped on exit, on an exception and on Ctrl-C / SIGTERM.
-Only 127.0.0.1 is ever contacted. PostgreSQL is reached through BENCH_PG_URL
+Only 127.0.0.1 is ever contacted. PostgreSQL is reached through --pg-url / BENCH_PG_URL
 (default postgres://postgres@127.0.0.1:5432/postgres: the maintenance database, used to
 create, watch and drop the bench database).
 """
@@ -59,18 +63,32 @@ DEFAULT_PG_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 TARGET_RATIO = 0.70
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-# Settings that would change how either server runs; the runner sets them itself.
-_SCRUBBED_ENV = (
-    "HOST", "PORT", "WEB_CONCURRENCY", "GUNICORN_WORKER_CLASS", "GUNICORN_THREADS",
-    "GUNICORN_WORKER_CONNECTIONS", "GUNICORN_TIMEOUT", "GUNICORN_CMD_ARGS", "GAIA_ACCESS_LOG",
-    "DATABASE_URL", "GAIA_INSTANCE_PATH", "ENVIRONMENT", "SERVICE_NAME", "AUTH_CACHE_TTL",
-    "AUTH_NEGATIVE_CACHE_TTL", "LAST_USED_FLUSH_INTERVAL", "LOG_LEVEL", "FLASK_APP",
-    "FLASK_DEBUG", "PYTHONPROFILEIMPORTTIME",
-)
+# The servers get a clean environment: only these are passed through from the caller's,
+# everything else is set by the runner, so a stray DATABASE_URL, REDIS_URL or GUNICORN_CMD_ARGS
+# in the shell cannot change what is measured.
+_PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "VIRTUAL_ENV")
+
+# Gaia limits each API key to RATE_LIMIT_DEFAULT (60/minute) requests; the benchmark sends
+# thousands per second with one key, so the limit is raised out of the way. The limiter still
+# runs (and is measured) on every request.
+BENCH_RATE_LIMIT = "1000000000/minute"
 
 
-class Interrupted(Exception):
-    pass
+def git_revision() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":!bench"], cwd=ROOT, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (commit or "unknown") + ("+local changes" if dirty else "")
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM / SIGHUP / SIGINT. A KeyboardInterrupt, so that asyncio (the load generator)
+    lets it through instead of logging it as a failed callback."""
 
 
 def _on_signal(signum, _frame):
@@ -267,10 +285,19 @@ class Round:
     server_cpu_s: float
     machine_busy: float  # share of all cores busy during the round, 0..1
 
+    @property
+    def other_cores(self) -> float:
+        """Cores busy with anything but this server and the load generator (noise, PostgreSQL,
+        kernel work not charged to a process)."""
+        elapsed = self.result.elapsed_s or float("nan")
+        cores = os.cpu_count() or 1
+        return max(0.0, self.machine_busy * cores
+                   - (self.server_cpu_s + self.result.client_cpu_s) / elapsed)
+
     def row(self) -> dict:
         data = self.result.to_dict()
         data.update(target=self.target, round=self.index, server_cpu_s=self.server_cpu_s,
-                    machine_busy=self.machine_busy)
+                    machine_busy=self.machine_busy, other_cores=self.other_cores)
         return data
 
 
@@ -309,6 +336,14 @@ def _machine_jiffies() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
+def background_cores(seconds: float = 2.0) -> float:
+    """Cores kept busy by others while this runner waits (before any server starts)."""
+    busy0, total0 = _machine_jiffies()
+    time.sleep(seconds)
+    busy1, total1 = _machine_jiffies()
+    return (busy1 - busy0) / max(total1 - total0, 1) * (os.cpu_count() or 1)
+
+
 def measure(server: Server, url: str, headers: dict, concurrency: int, duration: float,
             index: int) -> Round:
     busy0, total0 = _machine_jiffies()
@@ -337,37 +372,90 @@ def _fmt(value: float, digits: int = 1) -> str:
     return "n/a" if value != value else f"{value:.{digits}f}"
 
 
-def render_table(summaries: dict[tuple[str, int], Summary], concurrencies: list[int]) -> str:
+def render_table(summaries: dict[tuple[str, int], Summary], concurrencies: list[int],
+                 targets: list[str]) -> str:
     lines = [
-        "| conc. | bare req/s | gaia req/s | gaia/bare | bare p50 / p99 ms | gaia p50 / p99 ms "
-        "| bare srv CPU µs/req | gaia srv CPU µs/req | errors (bare/gaia) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| conc. | target | req/s (median) | vs bare | paired ratios min–max | p50 ms | p99 ms "
+        "| server CPU µs/req | bare CPU / this CPU | errors |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in concurrencies:
-        bare, gaia = summaries[("bare", c)], summaries[("gaia", c)]
-        b_rps, g_rps = bare.median("rps"), gaia.median("rps")
-        ratio = g_rps / b_rps if b_rps else float("nan")
-        lines.append(
-            f"| {c} | {b_rps:.0f} | {g_rps:.0f} | **{ratio * 100:.0f}%** "
-            f"| {bare.median('p50_ms'):.2f} / {bare.median('p99_ms'):.2f} "
-            f"| {gaia.median('p50_ms'):.2f} / {gaia.median('p99_ms'):.2f} "
-            f"| {bare.server_cpu_us_per_request:.0f} | {gaia.server_cpu_us_per_request:.0f} "
-            f"| {bare.errors} / {gaia.errors} |"
-        )
+        bare = summaries[("bare", c)]
+        b_rps, b_cpu = bare.median("rps"), bare.server_cpu_us_per_request
+        for name in targets:
+            this = summaries[(name, c)]
+            rps = this.median("rps")
+            if name == "bare":
+                ratio_text = paired_text = cpu_text = "—"
+            else:
+                paired = [t.result.rps / b.result.rps if b.result.rps else float("nan")
+                          for b, t in zip(bare.rounds, this.rounds)]
+                ratio_text = f"**{rps / b_rps * 100:.0f}%**" if b_rps else "n/a"
+                paired_text = f"{min(paired) * 100:.0f}–{max(paired) * 100:.0f}%"
+                cpu_text = f"{b_cpu / this.server_cpu_us_per_request * 100:.0f}%"
+            lines.append(
+                f"| {c} | {name} | {rps:.0f} | {ratio_text} | {paired_text} "
+                f"| {this.median('p50_ms'):.2f} | {this.median('p99_ms'):.2f} "
+                f"| {this.server_cpu_us_per_request:.0f} | {cpu_text} | {this.errors} |"
+            )
     return "\n".join(lines)
 
 
 def render_rounds(rounds: list[Round]) -> str:
-    lines = ["| conc. | round | target | req/s | p50 ms | p99 ms | srv CPU µs/req | machine busy |",
-             "|---:|---:|---|---:|---:|---:|---:|---:|"]
+    lines = ["| conc. | round | target | req/s | p50 ms | p99 ms | srv CPU µs/req "
+             "| loadgen CPU µs/req | machine busy | other cores |",
+             "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rounds:
         per_req = r.server_cpu_s / r.result.ok * 1e6 if r.result.ok else float("nan")
         lines.append(
             f"| {r.concurrency} | {r.index} | {r.target} | {r.result.rps:.0f} "
             f"| {r.result.p50_ms:.2f} | {r.result.p99_ms:.2f} | {_fmt(per_req, 0)} "
-            f"| {r.machine_busy * 100:.0f}% |"
+            f"| {r.result.client_cpu_s / r.result.ok * 1e6 if r.result.ok else float('nan'):.0f} "
+            f"| {r.machine_busy * 100:.0f}% | {r.other_cores:.2f} |"
         )
     return "\n".join(lines)
+
+
+def gaia_environment(base_env: dict[str, str], database_url: str, instance: Path,
+                     args: argparse.Namespace) -> dict[str, str]:
+    env = dict(base_env, DATABASE_URL=database_url, ENVIRONMENT="local",
+               GAIA_INSTANCE_PATH=str(instance), RATE_LIMIT_DEFAULT=args.rate_limit)
+    if args.redis_url:
+        env["REDIS_URL"] = args.redis_url
+    if args.auth_cache_ttl is not None:
+        env["AUTH_CACHE_TTL"] = str(args.auth_cache_ttl)
+    if args.last_used_flush_interval is not None:
+        env["LAST_USED_FLUSH_INTERVAL"] = str(args.last_used_flush_interval)
+    return env
+
+
+def _loopback_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    host = urlsplit(value).hostname
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not on 127.0.0.1")
+    return value
+
+
+def add_gaia_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options that shape how Gaia runs; shared with profile_models_auth.py."""
+    parser.add_argument("--auth-cache-ttl", type=float, default=None,
+                        help="AUTH_CACHE_TTL for Gaia (default: the app's own: 1 s, or 60 s "
+                        "with --redis-url)")
+    parser.add_argument("--last-used-flush-interval", type=float, default=None,
+                        help="LAST_USED_FLUSH_INTERVAL for Gaia (default: the app's own, 30 s)")
+    parser.add_argument("--redis-url", type=_loopback_url, default=None,
+                        help="REDIS_URL for Gaia, e.g. redis://127.0.0.1:6379/0: rate-limit "
+                        "counters and the credential-change channel in Redis, as deployed "
+                        "(default: none, in-process counters)")
+    parser.add_argument("--rate-limit", default=BENCH_RATE_LIMIT,
+                        help=f"RATE_LIMIT_DEFAULT for Gaia ({BENCH_RATE_LIMIT}: high enough "
+                        "never to refuse; the limiter still runs)")
+    parser.add_argument("--pg-url", type=_loopback_url,
+                        default=os.environ.get("BENCH_PG_URL", DEFAULT_PG_URL),
+                        help="maintenance database URL, on 127.0.0.1 (env BENCH_PG_URL; "
+                        f"default {DEFAULT_PG_URL})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,48 +468,56 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma list of connection counts, each measured in turn (8,1)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per server (2)")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per server (2)")
-    parser.add_argument("--auth-cache-ttl", type=float, default=None,
-                        help="AUTH_CACHE_TTL for Gaia (default: the app's own, 1.0 s)")
-    parser.add_argument("--last-used-flush-interval", type=float, default=None,
-                        help="LAST_USED_FLUSH_INTERVAL for Gaia (default: the app's own, 30 s)")
-    parser.add_argument("--pg-url", default=os.environ.get("BENCH_PG_URL", DEFAULT_PG_URL),
-                        help="maintenance database URL (must be on 127.0.0.1)")
+    add_gaia_arguments(parser)
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON results file (default bench/results/models_auth-<time>.json)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the gunicorn logs dir")
+    parser.add_argument("--gaia-app", default="wsgi:app",
+                        help="the WSGI target gunicorn runs for Gaia (wsgi:app); any "
+                        "module:app or module:factory(args) of your own, to try a change")
+    parser.add_argument("--also", action="append", default=[], metavar="NAME=TARGET",
+                        help="run one more Gaia WSGI target in the same alternation, e.g. "
+                        "copy=wsgi:app (an A/A check of the noise) or a variant of your own; "
+                        "repeatable")
     args = parser.parse_args(argv)
 
     concurrencies = [int(c) for c in str(args.concurrency).replace(" ", "").split(",") if c]
+    extras = []
+    for item in args.also:
+        name, sep, target = item.partition("=")
+        if not sep or not name or not target or name in ("bare", "gaia") or not name.isidentifier():
+            parser.error(f"--also {item!r}: expected NAME=MODULE:APP with a new simple NAME")
+        extras.append((name, target))
     if args.rounds < 1 or args.duration <= 0 or not concurrencies or min(concurrencies) < 1:
         parser.error("rounds, duration and concurrency must be positive")
-    if "127.0.0.1" not in args.pg_url and "localhost" not in args.pg_url:
-        parser.error("--pg-url must point at 127.0.0.1")
 
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    # SIGINT too: a shell that starts the runner in the background makes it ignore Ctrl-C's
+    # signal otherwise, and then nothing would stop the servers on `kill -INT`.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _on_signal)
 
     started_at = datetime.now(timezone.utc)
+    revision = git_revision()
     database = BenchDatabase(args.pg_url)
     workdir = Path(tempfile.mkdtemp(prefix="gaia-bench-"))
     servers: list[Server] = []
     exit_code = 1
     with ExitStack() as cleanup:
         try:
+            idle_load = background_cores()
+            log(f"background load before start: {idle_load:.2f} of {os.cpu_count()} cores busy")
+            if idle_load > 0.25:
+                log("WARNING: the machine is busy with other work; figures will be noisy "
+                    "(see the 'other cores' column per round)")
             # 1. Database, schema, key.
             database.create()
             cleanup.callback(database.drop)
             log(f"created database {database.name}")
 
-            base_env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+            base_env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV}
             base_env.update(HOST="127.0.0.1", WEB_CONCURRENCY=str(args.workers),
-                            GUNICORN_WORKER_CLASS="sync", GUNICORN_THREADS="1",
-                            PYTHONDONTWRITEBYTECODE="1")
-            gaia_env = dict(base_env, DATABASE_URL=database.url, ENVIRONMENT="local",
-                            GAIA_INSTANCE_PATH=str(workdir / "instance"))
-            if args.auth_cache_ttl is not None:
-                gaia_env["AUTH_CACHE_TTL"] = str(args.auth_cache_ttl)
-            if args.last_used_flush_interval is not None:
-                gaia_env["LAST_USED_FLUSH_INTERVAL"] = str(args.last_used_flush_interval)
+                            GUNICORN_WORKER_CLASS="sync", GUNICORN_THREADS="1")
+            gaia_env = gaia_environment(base_env, database.url, workdir / "instance", args)
 
             run_cli(gaia_env, "db", "upgrade")
             out = run_cli(gaia_env, "create-admin", "--email", "bench@gaia.dev")
@@ -431,18 +527,20 @@ def main(argv: list[str] | None = None) -> int:
 
             # 2. Servers, identical gunicorn settings.
             servers = []
-            for name, app, env in (("bare", "bench.bare_app:app", base_env),
-                                   ("gaia", "wsgi:app", gaia_env)):
+            for name, app, env in ([("bare", "bench.bare_app:app", base_env),
+                                    ("gaia", args.gaia_app, gaia_env)]
+                                   + [(n, t, gaia_env) for n, t in extras]):
                 port = free_port()
                 servers.append(Server(name, app, dict(env, PORT=str(port)), port,
                                       workdir / f"{name}.log"))
             for server in servers:
                 cleanup.callback(server.stop)
                 server.start()
-            headers = {"bare": {}, "gaia": {"X-API-Key": api_key}}
+            headers = {server.name: {} if server.name == "bare" else {"X-API-Key": api_key}
+                       for server in servers}
             for server in servers:
                 server.wait_ready(MODELS_PATH, headers[server.name], args.workers)
-            log("both servers answer 200 on " + MODELS_PATH)
+            log("all servers answer 200 on " + MODELS_PATH)
 
             # 3. Warm-up (every worker imports lazily, opens its DB connection, fills its cache).
             for server in servers:
@@ -457,15 +555,15 @@ def main(argv: list[str] | None = None) -> int:
             rounds: list[Round] = []
             summaries: dict[tuple[str, int], Summary] = {}
             for c in concurrencies:
-                for name in ("bare", "gaia"):
-                    summaries[(name, c)] = Summary(name, c)
+                for server in servers:
+                    summaries[(server.name, c)] = Summary(server.name, c)
                 for index in range(1, args.rounds + 1):
                     for server in servers:
                         r = measure(server, server.base_url + MODELS_PATH, headers[server.name],
                                     c, args.duration, index)
                         rounds.append(r)
                         summaries[(server.name, c)].rounds.append(r)
-                        log(f"round {index} {server.name:4} {r.result.summary()}")
+                        log(f"round {index} {server.name} {r.result.summary()}")
             after = database.stats()
 
             for server in servers:
@@ -473,36 +571,41 @@ def main(argv: list[str] | None = None) -> int:
                     raise RuntimeError(f"{server.name} died during the run:\n{server.log_tail()}")
 
             # 5. Report.
-            gaia_requests = sum(s.ok + s.errors for (n, _), s in summaries.items() if n == "gaia")
+            gaia_requests = sum(s.ok + s.errors for (n, _), s in summaries.items() if n != "bare")
             delta = {k: after[k] - before[k] for k in before if k != "numbackends"}
             xacts = delta["xact_commit"] + delta["xact_rollback"]
             per_1000 = xacts / gaia_requests * 1000 if gaia_requests else float("nan")
-            measured_s = sum(r.result.elapsed_s for r in rounds if r.target == "gaia")
+            measured_s = sum(r.result.elapsed_s for r in rounds if r.target != "bare")
 
-            ttl = args.auth_cache_ttl if args.auth_cache_ttl is not None else "1.0 (app default)"
+            ttl = (args.auth_cache_ttl if args.auth_cache_ttl is not None else
+                   "app default (60 with Redis)" if args.redis_url else "app default (1.0)")
             flush = (args.last_used_flush_interval if args.last_used_flush_interval is not None
                      else "30 (app default)")
-            table = render_table(summaries, concurrencies)
+            table = render_table(summaries, concurrencies, [server.name for server in servers])
             print()
             print(f"Gaia GET {MODELS_PATH} (X-API-Key) vs bare Flask, gunicorn sync x "
                   f"{args.workers} workers each; {args.rounds} alternating rounds x "
                   f"{args.duration:g} s per concurrency; medians over rounds.")
-            print(f"AUTH_CACHE_TTL={ttl}, LAST_USED_FLUSH_INTERVAL={flush}; "
-                  f"{os.cpu_count()} cores; {started_at:%Y-%m-%d %H:%M} UTC")
+            variants = "".join(f", {n}={t}" for n, t in extras)
+            print(f"Gaia {revision} (gaia={args.gaia_app}{variants}): AUTH_CACHE_TTL={ttl}, LAST_USED_FLUSH_INTERVAL={flush}, "
+                  f"REDIS_URL={args.redis_url or '(none)'}, RATE_LIMIT_DEFAULT={args.rate_limit}; "
+                  f"{os.cpu_count()} cores, {idle_load:.2f} busy with other work before start; "
+                  f"{started_at:%Y-%m-%d %H:%M} UTC")
             print()
             print(table)
             print()
             for c in concurrencies:
                 ratio = summaries[("gaia", c)].median("rps") / summaries[("bare", c)].median("rps")
                 verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
-                print(f"c={c}: gaia keeps {ratio * 100:.0f}% of bare req/s -> {verdict} the "
+                print(f"c={c}: gaia keeps {ratio * 100:.1f}% of bare req/s -> {verdict} the "
                       f"{TARGET_RATIO * 100:.0f}% target")
             print()
+            who = "Gaia" if not extras else "Gaia (all variants together: they share it)"
             print(f"Database ({database.name}) during the measured rounds: {xacts} transactions "
                   f"({delta['xact_commit']} commit, {delta['xact_rollback']} rollback), "
                   f"tup_returned {delta['tup_returned']}, tup_fetched {delta['tup_fetched']}, "
-                  f"tup_updated {delta['tup_updated']}, for {gaia_requests} Gaia requests "
-                  f"over {measured_s:.1f} s of Gaia load -> {per_1000:.2f} transactions per 1000 "
+                  f"tup_updated {delta['tup_updated']}, for {gaia_requests} {who} requests "
+                  f"over {measured_s:.1f} s of that load -> {per_1000:.2f} transactions per 1000 "
                   f"requests ({xacts / measured_s if measured_s else 0:.2f} per second of load).")
             load_cpu = {k: round(s.client_cpu_us_per_request) for k, s in
                         ((f"{n}@c{c}", s) for (n, c), s in summaries.items())}
@@ -516,11 +619,16 @@ def main(argv: list[str] | None = None) -> int:
             output.parent.mkdir(parents=True, exist_ok=True)
             output.write_text(json.dumps({
                 "started_at": started_at.isoformat(),
-                "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
+                "gaia_revision": revision,
+                "gaia_app": args.gaia_app,
+                "variants": dict(extras),
+                "machine": {"cores": os.cpu_count(), "background_cores_busy": idle_load,
+                            "platform": platform.platform(),
                             "python": platform.python_version()},
                 "settings": {"duration": args.duration, "rounds": args.rounds,
                              "concurrency": concurrencies, "workers": args.workers,
                              "auth_cache_ttl": args.auth_cache_ttl,
+                             "redis_url": args.redis_url, "rate_limit": args.rate_limit,
                              "last_used_flush_interval": args.last_used_flush_interval},
                 "summary": [
                     {"target": n, "concurrency": c, "median_rps": s.median("rps"),
