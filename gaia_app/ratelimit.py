@@ -1,9 +1,12 @@
 """Rate limits per API key or user, with the `limits` library.
 
-With REDIS_URL the counters live in Redis (the `limits` library's sliding-window counter) and
-are shared by every process. Without it each process counts on its own, with the same
-algorithm in a dict (`LocalSlidingWindow`): `limits`' in-memory storage starts a timer thread
-every 10 ms under load and tripled the limiter's cost per request (see bench/README.md).
+The algorithm is the sliding-window counter: this window's count plus the previous window's,
+weighted by how much of it still overlaps the last period. With REDIS_URL the counters live in
+Redis and are shared by every process (`RedisSlidingWindow`: one Lua script, so one round trip
+answers both "allowed?" and "how many are left?"; `limits`' Redis strategy needs two, which
+doubled the limiter's cost). Without Redis each process counts on its own in a dict
+(`LocalSlidingWindow`; `limits`' in-memory storage starts a timer thread every 10 ms under
+load). `limits` parses the rate strings. See bench/README.md for the measurements.
 
 When Redis cannot be reached, RATE_LIMIT_ON_ERROR decides: `open` (default) lets the request
 through and logs, `closed` answers 503.
@@ -18,8 +21,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from limits import RateLimitItem, parse
-from limits.storage import storage_from_string
-from limits.strategies import SlidingWindowCounterRateLimiter
 
 from gaia_app.errors import APIError
 
@@ -82,31 +83,59 @@ class LocalSlidingWindow:
                 del self._windows[key]
 
 
+# KEYS: this window's counter, the previous window's. ARGV: limit, the previous window's
+# weight, the counter's lifetime. Returns {allowed (0/1), requests counted, as a string}.
+_SLIDING_WINDOW_LUA = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local previous = tonumber(redis.call('GET', KEYS[2]) or '0')
+local used = previous * tonumber(ARGV[2]) + current
+if used + 1 > tonumber(ARGV[1]) then
+  return {0, tostring(used)}
+end
+if redis.call('INCR', KEYS[1]) == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+return {1, tostring(used + 1)}
+"""
+
+
+class RedisSlidingWindow:
+    """The same counter in Redis, shared by every process, in one round trip per request."""
+
+    def __init__(self, redis_url: str, prefix: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.script = self.client.register_script(_SLIDING_WINDOW_LUA)
+        self.prefix = prefix
+
+    def hit(self, item: RateLimitItem, *identifiers: str) -> tuple[bool, int, float]:
+        period = item.get_expiry()
+        now = time.time()
+        start = int(now - now % period)
+        base = f"{self.prefix}:{item.amount}/{period}:{':'.join(identifiers)}"
+        weight = 1 - (now - start) / period
+        allowed, used = self.script(
+            keys=[f"{base}:{start}", f"{base}:{start - period}"],
+            args=[item.amount, f"{weight:.6f}", 2 * period],
+        )
+        return bool(allowed), int(item.amount - float(used)), float(start + period)
+
+
 class RateLimiter:
     def __init__(self, settings) -> None:
         self.default = settings.rate_limit_default
         self.fail_open = settings.rate_limit_on_error == "open"
-        self.local = None
         if settings.redis_url:
-            self.storage = storage_from_string(
-                settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
-            )
-            self.strategy = SlidingWindowCounterRateLimiter(self.storage)
+            self.counter = RedisSlidingWindow(settings.redis_url, f"gaia:{settings.environment}:rl")
         else:
-            self.local = LocalSlidingWindow()
-
-    def _count(self, item: RateLimitItem, namespace: str, identity: str) -> tuple[bool, int, float]:
-        if self.local is not None:
-            return self.local.hit(item, namespace, identity)
-        allowed = self.strategy.hit(item, namespace, identity)
-        stats = self.strategy.get_window_stats(item, namespace, identity)
-        return allowed, stats.remaining, stats.reset_time
+            self.counter = LocalSlidingWindow()
 
     def hit(self, namespace: str, identity: str, limit: str | None = None) -> RateLimitState | None:
         """Count one request; raise 429 past the limit. None when the counter is unreachable."""
         item = parse_limit(limit or self.default)
         try:
-            allowed, remaining, reset_at = self._count(item, namespace, identity)
+            allowed, remaining, reset_at = self.counter.hit(item, namespace, identity)
         except Exception as exc:
             if self.fail_open:
                 log.warning("rate limit storage unavailable, letting the request through: %s", exc)

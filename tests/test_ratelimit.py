@@ -110,13 +110,18 @@ def test_without_redis_limits_hold_per_process(database_url, tmp_path_factory, _
     assert [client.get(MODELS, headers={"X-API-Key": key}).status_code for _ in range(3)] == [200, 200, 429]
 
 
-def test_local_sliding_window_weighs_the_previous_window(monkeypatch):
+@pytest.mark.parametrize("where", ["process", "redis"])
+def test_sliding_window_weighs_the_previous_window(monkeypatch, where, request):
     from gaia_app import ratelimit
-    from gaia_app.ratelimit import LocalSlidingWindow, parse_limit
+    from gaia_app.ratelimit import LocalSlidingWindow, RedisSlidingWindow, parse_limit
 
+    if where == "redis":
+        window = RedisSlidingWindow(request.getfixturevalue("redis_url"), f"test:{uuid.uuid4().hex}")
+    else:
+        window = LocalSlidingWindow()
     clock = [1000.0]
     monkeypatch.setattr(ratelimit.time, "time", lambda: clock[0])
-    window, item = LocalSlidingWindow(), parse_limit("4/minute")  # windows start at 960, 1020
+    item = parse_limit("4/minute")  # windows start at 960, 1020
     assert [window.hit(item, "k")[0] for _ in range(5)] == [True] * 4 + [False]
     clock[0] = 1025.0  # 5 s into the next window: 4 * 55/60 = 3.67 still count
     assert window.hit(item, "k")[0] is False
