@@ -134,12 +134,17 @@ def list_api_keys(user: User | None = None) -> list[ApiKey]:
     return list(db.session.execute(query).scalars())
 
 
-def get_api_key(key_id: str | uuid.UUID) -> ApiKey | None:
+def _get_by_id(model, row_id: str | uuid.UUID):
+    """The row with this id, or None, also for a string that is no UUID at all."""
     try:
-        key_uuid = key_id if isinstance(key_id, uuid.UUID) else uuid.UUID(str(key_id))
+        row_uuid = row_id if isinstance(row_id, uuid.UUID) else uuid.UUID(str(row_id))
     except ValueError:
         return None
-    return db.session.get(ApiKey, key_uuid)
+    return db.session.get(model, row_uuid)
+
+
+def get_api_key(key_id: str | uuid.UUID) -> ApiKey | None:
+    return _get_by_id(ApiKey, key_id)
 
 
 def revoke_api_key(key: ApiKey) -> bool:
@@ -264,8 +269,4 @@ def set_password(user: User, password: str) -> None:
 
 
 def get_user(user_id: str | uuid.UUID) -> User | None:
-    try:
-        user_uuid = user_id if isinstance(user_id, uuid.UUID) else uuid.UUID(str(user_id))
-    except ValueError:
-        return None
-    return db.session.get(User, user_uuid)
+    return _get_by_id(User, user_id)

@@ -213,6 +213,16 @@ def make(app) -> Accounts:
     return Accounts(app)
 
 
+def problem_of(response, status: int) -> dict:
+    """Assert a problem+json answer with this status; returns its body."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.content_type == "application/problem+json"
+    body = response.get_json(force=True)
+    assert body["status"] == status and body["title"] and body["detail"]
+    assert "Traceback" not in response.get_data(as_text=True)
+    return body
+
+
 class QueryCounter:
     """Counts the SQL statements an engine runs (the database's own view of the work)."""
 

@@ -12,16 +12,9 @@ from gaia_app.apikeys import generate_api_key, hash_api_key
 from gaia_app.errors import APIError
 from gaia_app.extensions import db
 from gaia_app.security import require_auth
+from tests.conftest import problem_of
 
 MODELS = "/api/v0.2/models"
-
-
-def problem_of(response, status):
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.content_type == "application/problem+json"
-    body = response.get_json(force=True)
-    assert body["status"] == status and body["title"] and body["detail"]
-    return body
 
 
 def test_key_works_in_both_header_forms(client, make):

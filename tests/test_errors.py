@@ -7,6 +7,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from gaia_app import create_app
+from tests.conftest import problem_of
 
 
 class ProbeSchema(Schema):
@@ -38,11 +39,8 @@ def probe_client(tmp_path_factory):
 
 
 def assert_problem(response, status):
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.content_type == "application/problem+json"
-    body = response.get_json(force=True)
+    body = problem_of(response, status)
     assert set(body) >= {"type", "title", "status", "detail"}
-    assert body["status"] == status
     return body
 
 

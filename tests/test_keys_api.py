@@ -8,15 +8,10 @@ import pytest
 from sqlalchemy import text
 
 from gaia_app.extensions import db
+from tests.conftest import problem_of
 
 KEYS = "/api/v0.2/keys"
 MODELS = "/api/v0.2/models"
-
-
-def problem_of(response, status):
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.content_type == "application/problem+json"
-    return response.get_json(force=True)
 
 
 @pytest.fixture

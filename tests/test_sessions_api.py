@@ -4,15 +4,10 @@ import pytest
 from sqlalchemy import text
 
 from gaia_app.extensions import db
+from tests.conftest import problem_of
 
 AUTH = "/api/v0.2/auth"
 PASSWORD = "correct horse battery"
-
-
-def problem_of(response, status):
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.content_type == "application/problem+json"
-    return response.get_json(force=True)
 
 
 def register(client, email="player@example.com", password=PASSWORD, **extra):

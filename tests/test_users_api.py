@@ -6,15 +6,10 @@ import pytest
 from sqlalchemy import text
 
 from gaia_app.extensions import db
+from tests.conftest import problem_of
 
 USERS = "/api/v0.2/users"
 MODELS = "/api/v0.2/models"
-
-
-def problem_of(response, status):
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.content_type == "application/problem+json"
-    return response.get_json(force=True)
 
 
 @pytest.fixture
