@@ -62,7 +62,7 @@ def problem(
     if errors:
         body["errors"] = errors
     body.update(extra)
-    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE)
+    response = Response(json.dumps(body, separators=(",", ":")), status=status, mimetype=PROBLEM_MIMETYPE)
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response

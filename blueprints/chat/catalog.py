@@ -84,7 +84,7 @@ def models_listing(schema, provider: str | None = None, capability: str | None =
     body = cache.get(key)
     if body is None:
         found = models(provider=provider, capability=capability)
-        body = json.dumps(schema.dump({"models": found, "total": len(found)}))
+        body = json.dumps(schema.dump({"models": found, "total": len(found)}), separators=(",", ":"))
         if len(cache) >= _LISTING_CACHE_SIZE:
             cache.clear()
         cache[key] = body
