@@ -88,6 +88,8 @@ class CredentialCache:
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[float, Principal | Refusal]] = {}
+        # Bumped by every invalidation: an answer loaded before one must not be cached after it.
+        self.generation = 0
 
     def get(self, key: str) -> Principal | Refusal | None:
         entry = self._entries.get(key)
@@ -98,8 +100,9 @@ class CredentialCache:
             return None
         return entry[1]
 
-    def put(self, key: str, value: Principal | Refusal, ttl: float) -> None:
-        if ttl <= 0:
+    def put(self, key: str, value: Principal | Refusal, ttl: float, generation: int) -> None:
+        """Cache `value`, loaded when the cache was at `generation`, unless it changed since."""
+        if ttl <= 0 or generation != self.generation:
             return
         if len(self._entries) >= _CACHE_LIMIT:
             self._evict()
@@ -114,14 +117,17 @@ class CredentialCache:
             self._entries.clear()
 
     def drop(self, key: str) -> None:
+        self.generation += 1
         self._entries.pop(key, None)
 
     def drop_user(self, user_id: uuid.UUID) -> None:
+        self.generation += 1
         for key, (_, value) in list(self._entries.items()):
             if value.user_id == user_id:
                 self._entries.pop(key, None)
 
     def clear(self) -> None:
+        self.generation += 1
         self._entries.clear()
 
     def __len__(self) -> int:
@@ -223,13 +229,14 @@ class Authenticator:
         key_hash = hash_api_key(key)
         found = self.cache.get(key_hash)
         if found is None:
+            generation = self.cache.generation
             found = self._load_api_key(key_hash)
             ttl = (
                 self.bus.ttl(self.settings.auth_cache_ttl)
                 if isinstance(found, Principal)
                 else self.settings.auth_negative_cache_ttl
             )
-            self.cache.put(key_hash, found, ttl)
+            self.cache.put(key_hash, found, ttl, generation)
         if isinstance(found, Refusal):
             raise unauthorized(found.detail)
         if found.expires_at is not None and found.expires_at <= datetime.now(timezone.utc):
@@ -241,6 +248,7 @@ class Authenticator:
         cache_key = "jwt:" + hash_api_key(token)
         found = self.cache.get(cache_key)
         if found is None:
+            generation = self.cache.generation
             try:
                 verified = self.tokens.verify(token)
             except TokenError as exc:
@@ -249,7 +257,7 @@ class Authenticator:
             if isinstance(found, Principal):
                 remaining = (verified.expires_at - datetime.now(timezone.utc)).total_seconds()
                 ttl = min(self.bus.ttl(self.settings.auth_cache_ttl), remaining + LEEWAY_SECONDS)
-                self.cache.put(cache_key, found, ttl)
+                self.cache.put(cache_key, found, ttl, generation)
         if isinstance(found, Refusal):
             raise unauthorized(found.detail)
         # The same leeway as at verification, so a cached token is not refused sooner.

@@ -3,6 +3,7 @@
 import dataclasses
 import logging
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -209,3 +210,15 @@ def test_the_background_thread_writes_last_used(database_url, tmp_path_factory, 
         with app.app_context():
             written = db.session.execute(text("SELECT last_used_at FROM api_keys")).scalar()
     assert written is not None
+
+
+def test_an_answer_loaded_before_an_invalidation_is_not_cached_after_it(app):
+    from gaia_app.security import CredentialCache, Refusal
+
+    cache = CredentialCache()
+    generation = cache.generation
+    cache.drop_user(uuid.uuid4())  # a change arrives while the answer was being loaded
+    cache.put("k", Refusal("stale"), 60, generation)
+    assert cache.get("k") is None
+    cache.put("k", Refusal("fresh"), 60, cache.generation)
+    assert cache.get("k") == Refusal("fresh")
