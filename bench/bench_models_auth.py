@@ -136,7 +136,7 @@ class BenchDatabase:
             if self._conn is not None:
                 self._conn.close()
 
-    def stats(self, flush_wait: float = 1.5) -> dict[str, int]:
+    def stats(self, flush_wait: float = 11.0) -> dict[str, int]:
         """Counters of pg_stat_database for the bench database, after backends flushed them.
 
         Backends publish their counters when idle, at most about once a second; wait, then

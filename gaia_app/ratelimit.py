@@ -107,11 +107,10 @@ end
 return {1, tostring(used + 1)}
 """
 
-# Limits up to this many requests a second are checked in Redis on every request. Above it,
-# a busy key's requests are counted in the process and reported every SYNC_INTERVAL or every
-# 1% of the limit, whichever comes first, and always before a refusal: a round trip per
-# request would cost more CPU than the request itself.
-EXACT_RATE = 20.0
+# A process may let a key's requests through on its own and report them in one batch, every
+# SYNC_INTERVAL or every SYNC_FRACTION of the limit, whichever comes first (and always before a
+# refusal). Limits too small for that (under 100 per window) are checked in Redis on every
+# request: a round trip costs more CPU than a cheap request, so only busy keys are batched.
 SYNC_INTERVAL = 0.05
 SYNC_FRACTION = 0.01
 
@@ -119,9 +118,9 @@ SYNC_FRACTION = 0.01
 class RedisSlidingWindow:
     """The same counter in Redis, shared by every process.
 
-    Exact (one round trip per request) for limits of up to EXACT_RATE a second. Above that,
-    what each other process let through since its last report may be unseen, so the limit
-    can be overshot by at most 1% of it per other process. A refusal is always decided by Redis.
+    Exact (one round trip per request) for limits under 100 per window. For larger ones, what
+    each other process let through since its last report may be unseen, so the limit can be
+    overshot by at most 1% of it per other process. A refusal is always decided by Redis.
     """
 
     def __init__(self, redis_url: str, prefix: str) -> None:
@@ -139,14 +138,15 @@ class RedisSlidingWindow:
         now = time.time()
         start = int(now - now % period)
         base = f"{self.prefix}:{item.amount}/{period}:{':'.join(identifiers)}"
-        if item.amount / period > EXACT_RATE:
+        batched = item.amount * SYNC_FRACTION >= 1
+        if batched:
             with self._lock:
                 state = self._local.get(base)
                 if (
                     state is not None
                     and state[0] == start
                     and time.monotonic() - state[3] < SYNC_INTERVAL
-                    and state[2] < max(item.amount * SYNC_FRACTION, 1)
+                    and state[2] < item.amount * SYNC_FRACTION
                     and state[1] + state[2] + 1 <= item.amount
                 ):
                     state[2] += 1
@@ -169,7 +169,7 @@ class RedisSlidingWindow:
                     if state is not None:
                         state[2] += pending
             raise
-        if item.amount / period > EXACT_RATE:
+        if batched:
             with self._lock:
                 if len(self._local) > 10_000:
                     self._local.clear()

@@ -107,6 +107,9 @@ class CredentialCache:
         if len(self._entries) >= _CACHE_LIMIT:
             self._evict()
         self._entries[key] = (time.monotonic() + ttl, value)
+        if generation != self.generation:
+            # An invalidation landed between the check and the write (another thread).
+            self._entries.pop(key, None)
 
     def _evict(self) -> None:
         now = time.monotonic()

@@ -134,7 +134,7 @@ def test_sliding_window_weighs_the_previous_window(monkeypatch, where, request):
 
 
 def test_busy_keys_are_counted_in_batches_across_processes(redis_url):
-    """Above 20 requests a second, processes report in batches; the limit still holds."""
+    """Limits of 100 or more per window are reported in batches; the limit still holds."""
     from gaia_app.ratelimit import RedisSlidingWindow, parse_limit
 
     prefix = f"test:{uuid.uuid4().hex}"
