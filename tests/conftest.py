@@ -145,6 +145,9 @@ def _reset(app) -> None:
     with app.app_context():
         db.session.remove()
         with db.engine.begin() as connection:
+            connection.execute(text("DELETE FROM usage_events"))
+            connection.execute(text("DELETE FROM messages"))
+            connection.execute(text("DELETE FROM conversations"))
             connection.execute(text("DELETE FROM user_persona_preferences"))
             connection.execute(text("DELETE FROM personas WHERE owner_id IS NOT NULL"))
             connection.execute(text("DELETE FROM refresh_tokens"))
