@@ -29,6 +29,7 @@ class GaiaState:
     providers: Any
     migrations: Any
     api: Any
+    usage: Any = None
     # Serialized listings that change only with configuration (see blueprints.chat.catalog).
     listing_cache: dict = field(default_factory=dict)
 
@@ -189,6 +190,7 @@ def _init_state(app: Flask, settings, api) -> None:
     from gaia_app.health import MigrationInfo
     from gaia_app.providers import build_registry
     from gaia_app.security import Authenticator
+    from gaia_app.usage import UsageRecorder
 
     app.extensions["gaia"] = GaiaState(
         settings=settings,
@@ -196,6 +198,7 @@ def _init_state(app: Flask, settings, api) -> None:
         providers=build_registry(settings),
         migrations=MigrationInfo(MIGRATIONS_DIR),
         api=api,
+        usage=UsageRecorder(app, settings.llm.usage_flush_interval),
     )
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from gaia_app.llm_settings import LLMSettings, ProviderFileError, load_llm_settings
+
 SERVICES = ("gateway", "auth", "chat", "asset")
 ENVIRONMENTS = ("local", "dev", "staging", "prod")
 MIN_SECRET_BYTES = 32
@@ -54,6 +56,7 @@ class Settings:
     jwks_url: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    llm: LLMSettings = field(default_factory=LLMSettings)
 
     @property
     def service_label(self) -> str:
@@ -229,6 +232,11 @@ def load_settings(env: Mapping[str, str], instance_path: Path, project_root: Pat
         raise ConfigError(f"SUPABASE_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
 
     max_content = int(_float(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1024))
+    disable_local = _flag(env, "GAIA_DISABLE_LOCAL_PROVIDER")
+    try:
+        llm = load_llm_settings(env, _float, local_enabled=not disable_local)
+    except ProviderFileError as error:
+        raise ConfigError(str(error)) from None
     service_urls = {
         name: env[f"{name.upper()}_SERVICE_URL"].rstrip("/")
         for name in ("auth", "chat", "asset")
@@ -251,7 +259,7 @@ def load_settings(env: Mapping[str, str], instance_path: Path, project_root: Pat
         auth_negative_cache_ttl=_float(env, "AUTH_NEGATIVE_CACHE_TTL", 30.0),
         last_used_flush_interval=_float(env, "LAST_USED_FLUSH_INTERVAL", 30.0, minimum=0.05),
         database_connect_timeout=int(_float(env, "DATABASE_CONNECT_TIMEOUT", 3, minimum=1)),
-        disable_local_provider=_flag(env, "GAIA_DISABLE_LOCAL_PROVIDER"),
+        disable_local_provider=disable_local,
         local_provider_latency_ms=_float(env, "LOCAL_PROVIDER_LATENCY_MS", 0.0),
         service_urls=service_urls,
         access_token_ttl=int(_float(env, "ACCESS_TOKEN_TTL", 900, minimum=30)),
@@ -264,6 +272,7 @@ def load_settings(env: Mapping[str, str], instance_path: Path, project_root: Pat
         jwks_url=jwks_url,
         jwt_issuer=jwt_issuer,
         jwt_audience=jwt_audience,
+        llm=llm,
     )
 
 

@@ -10,10 +10,7 @@ one batch every `LAST_USED_FLUSH_INTERVAL` seconds by a background thread.
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
-import threading
 import time
 import uuid
 from copy import deepcopy
@@ -28,6 +25,7 @@ from sqlalchemy import and_, or_, update
 from sqlalchemy.exc import IntegrityError
 
 from gaia_app.apikeys import hash_api_key, key_format_problem
+from gaia_app.batching import BackgroundBatcher
 from gaia_app.config import Settings
 from gaia_app.errors import APIError
 from gaia_app.extensions import db
@@ -137,45 +135,18 @@ class CredentialCache:
         return len(self._entries)
 
 
-class LastUsedRecorder:
+class LastUsedRecorder(BackgroundBatcher):
     """Collects key use in memory and writes `api_keys.last_used_at` in batches."""
 
+    purpose = "record API key use"
+
     def __init__(self, app: Flask, interval: float) -> None:
-        self._app = app
-        self._interval = interval
+        super().__init__(app, interval)
         self._pending: dict[uuid.UUID, float] = {}
-        self._lock = threading.Lock()
-        self._thread_pid: int | None = None
-        # Tests turn this off and call `flush()` themselves.
-        self.background = True
 
     def touch(self, key_id: uuid.UUID) -> None:
         self._pending[key_id] = time.time()
-        if self.background and self._thread_pid != os.getpid():
-            self._start()
-
-    def _start(self) -> None:
-        # Started lazily in each process, so it also runs in gunicorn workers forked after
-        # the app was built.
-        with self._lock:
-            if self._thread_pid == os.getpid():
-                return
-            self._thread_pid = os.getpid()
-            thread = threading.Thread(target=self._run, name="gaia-last-used", daemon=True)
-            thread.start()
-            atexit.register(self._flush_logging_errors, final=True)
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self._interval)
-            self._flush_logging_errors()
-
-    def _flush_logging_errors(self, final: bool = False) -> None:
-        try:
-            self.flush()
-        except Exception as exc:
-            outcome = "lost at exit" if final else "kept for the next try"
-            log.warning("could not record API key use (%s): %s", outcome, exc)
+        self._ensure_thread()
 
     def flush(self) -> int:
         """Write what has been collected; returns the number of keys written."""

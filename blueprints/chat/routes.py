@@ -2,8 +2,10 @@
 
 from flask_smorest import Blueprint
 
-from blueprints.chat import catalog
+from blueprints.chat import catalog, chat
 from blueprints.chat.schemas import (
+    ChatRequestSchema,
+    ChatResponseSchema,
     ModelListSchema,
     ModelQuerySchema,
     ModelSchema,
@@ -12,11 +14,11 @@ from blueprints.chat.schemas import (
     ProviderListSchema,
 )
 from gaia_app import API_PREFIX
-from gaia_app.security import require_auth
+from gaia_app.security import current_principal, require_auth
 
 MODEL_LIST = ModelListSchema()
 
-blp = Blueprint("chat", __name__, url_prefix=API_PREFIX, description="LLM providers and models")
+blp = Blueprint("chat", __name__, url_prefix=API_PREFIX, description="LLM providers, models and chat")
 
 
 @blp.route("/providers")
@@ -68,3 +70,28 @@ def list_models(provider: str | None = None, capability: str | None = None):
 def get_model(model_id: str):
     """One model by id (`provider/model` also accepted)."""
     return catalog.model(model_id)
+
+
+@blp.route("/chat", methods=["POST"])
+@require_auth("chat")
+@blp.arguments(ChatRequestSchema())
+@blp.response(200, ChatResponseSchema)
+@blp.doc(responses={
+    "404": {"description": "Unknown model, provider, persona or conversation"},
+    "429": {"description": "Rate limited here, or by the provider (with Retry-After)"},
+    "502": {"description": "The provider failed or answered garbage"},
+    "504": {"description": "The provider did not answer in time"},
+})
+def post_chat(args):
+    """Send a message and get the answer, in full or (`"stream": true`) as server-sent events.
+
+    Streamed, the answer is `text/event-stream` of OpenAI-style `chat.completion.chunk`
+    events; the last chunk carries `finish_reason`, `usage`, `provider` and `conversation_id`,
+    then `data: [DONE]`. While the first token is late, `: keepalive` comments are sent. If
+    the provider fails after the stream began, one `event: error` is sent (its data is
+    `{"error": {"message", "type", "code", "provider"}}`), then `data: [DONE]`.
+    """
+    exchange = chat.prepare(current_principal(), args)
+    if exchange.stream:
+        return chat.stream(exchange)
+    return chat.answer(exchange)

@@ -1,4 +1,4 @@
-from marshmallow import Schema, fields, validate
+from marshmallow import RAISE, Schema, fields, validate
 
 CAPABILITIES = ("chat", "streaming", "vision", "tools", "embeddings")
 
@@ -51,3 +51,41 @@ class ProviderHealthSchema(Schema):
     status = fields.String()
     latency_ms = fields.Float(allow_none=True)
     detail = fields.String(allow_none=True)
+
+
+class ChatRequestSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    message = fields.String(required=True, metadata={"description": "The user's new message."})
+    model = fields.String(
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "A model id, or `provider/model`; the deployment's default if absent."},
+    )
+    provider = fields.String(validate=validate.Length(min=1, max=64))
+    persona_id = fields.UUID(metadata={"description": "Else the conversation's, the user's chosen or the default persona."})
+    conversation_id = fields.UUID(metadata={"description": "Continue this conversation; a new one when absent."})
+    stream = fields.Boolean(load_default=False)
+    max_tokens = fields.Integer(validate=validate.Range(min=1, max=1_000_000))
+    temperature = fields.Float(validate=validate.Range(min=0, max=2))
+    fallback = fields.Boolean(
+        load_default=True,
+        metadata={"description": "Allow an equivalent model on another provider when this one fails before answering."},
+    )
+
+
+class TokenUsageSchema(Schema):
+    prompt_tokens = fields.Integer()
+    completion_tokens = fields.Integer()
+    total_tokens = fields.Integer()
+
+
+class ChatResponseSchema(Schema):
+    response = fields.String()
+    provider = fields.String()
+    model = fields.String()
+    conversation_id = fields.UUID()
+    persona_id = fields.UUID(allow_none=True)
+    finish_reason = fields.String(metadata={"description": "stop or length"})
+    usage = fields.Nested(TokenUsageSchema)
+    response_time_ms = fields.Float()

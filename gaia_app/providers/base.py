@@ -94,8 +94,50 @@ class LLMProvider(Protocol):
 
     def list_models(self) -> list[ModelInfo]: ...
 
+    def get_model(self, model_id: str) -> ModelInfo | None: ...
+
     def complete(self, request: ChatRequest) -> Completion: ...
 
     def stream(self, request: ChatRequest) -> Iterator[StreamChunk]: ...
 
     def health(self) -> ProviderHealth: ...
+
+    def record_failure(self, error: ProviderError) -> None:
+        """A chat call failed: health shows it for a while."""
+
+
+class ProviderError(Exception):
+    """A provider call failed. `kind` says how; it decides fallback and what the client sees.
+
+    Kinds: "unavailable" (no connection, reset, 5xx, overloaded), "timeout", "rate_limited"
+    (429, with `retry_after` when the provider said), "unauthorized" (the provider refused
+    Gaia's own credentials), "not_found" (the model), "rejected" (the provider refused the
+    request as invalid), "bad_response" (an answer that is not its wire format) and
+    "interrupted" (a stream that broke after it started).
+    """
+
+    # Failures where trying another provider (or later) can help.
+    RETRYABLE = frozenset({"unavailable", "timeout", "rate_limited"})
+
+    def __init__(
+        self,
+        provider: str,
+        kind: str,
+        message: str,
+        *,
+        upstream_status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.kind = kind
+        self.message = message
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in self.RETRYABLE
+
+    def __repr__(self) -> str:
+        return f"ProviderError({self.provider!r}, {self.kind!r}, {self.message!r})"

@@ -77,8 +77,14 @@ class LocalProvider:
     def list_models(self) -> list[ModelInfo]:
         return list(MODELS)
 
+    def get_model(self, model_id: str) -> ModelInfo | None:
+        return self._models.get(model_id)
+
     def health(self) -> ProviderHealth:
         return ProviderHealth(status="available", latency_ms=0.0)
+
+    def record_failure(self, error) -> None:
+        pass
 
     def _answer(self, request: ChatRequest) -> tuple[list[str], int, str]:
         model = self._models[request.model]

@@ -1,0 +1,188 @@
+"""`POST /api/v0.2/chat`: a persona, a conversation's history, one new message, one answer.
+
+The persona is the request's, else the conversation's, else the user's chosen one, else the
+default. The exchange is stored (both messages, one transaction) only once the answer is
+complete; a new conversation exists from then on.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Response, current_app, stream_with_context
+from sqlalchemy import func, literal, or_, select
+
+from blueprints.chat import exchange as exchanges
+from blueprints.chat import routing
+from blueprints.chat.exchange import Exchange
+from blueprints.chat.streaming import ChunkWriter, StreamOutcome, relay_events
+from gaia_app.errors import APIError
+from gaia_app.extensions import db
+from gaia_app.models import DEFAULT_PERSONA_ID, Conversation, Message, Persona, UserPersonaPreference
+from gaia_app.providers.base import ChatMessage
+from gaia_app.security import Principal
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _not_found(what: str, value) -> APIError:
+    return APIError(404, f"No {what} with id '{value}'.", type="/problems/not-found")
+
+
+def _validation(field: str, message: str) -> APIError:
+    return APIError(422, message, type="/problems/validation",
+                    errors=[{"field": field, "location": "json", "message": message}])
+
+
+def _persona(user_id: uuid.UUID, requested: uuid.UUID | None, fallback: uuid.UUID | None):
+    """(id, system prompt) of the persona to use: one query whichever way it is chosen."""
+    columns = (Persona.id, Persona.system_prompt)
+    if requested is not None:
+        row = db.session.execute(
+            select(*columns).where(
+                Persona.id == requested, or_(Persona.owner_id.is_(None), Persona.owner_id == user_id)
+            )
+        ).first()
+        if row is None:
+            raise _not_found("persona", requested)
+        return row
+    preference = (
+        select(UserPersonaPreference.persona_id)
+        .where(UserPersonaPreference.user_id == user_id)
+        .scalar_subquery()
+    )
+    chosen = func.coalesce(literal(fallback, Persona.id.type), preference, literal(DEFAULT_PERSONA_ID, Persona.id.type))
+    return db.session.execute(select(*columns).where(Persona.id == chosen)).first()
+
+
+def _history(conversation_id: uuid.UUID, limit: int) -> list[ChatMessage]:
+    if limit <= 0:
+        return []
+    rows = db.session.execute(
+        select(Message.role, Message.content)
+        .where(Message.conversation_id == conversation_id)
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(limit)
+    ).all()
+    return [ChatMessage(role, content) for role, content in reversed(rows)]
+
+
+def _estimated_tokens(text: str) -> int:
+    # Generous on purpose (about 3 characters a token): better drop a turn than overflow.
+    return len(text) // 3 + 4
+
+
+def _fit_history(history: list[ChatMessage], budget: int | None) -> list[ChatMessage]:
+    """The newest turns that fit in `budget` tokens (all of them when the window is unknown)."""
+    if budget is None:
+        return history
+    kept: list[ChatMessage] = []
+    for message in reversed(history):
+        budget -= _estimated_tokens(message.content)
+        if budget < 0:
+            break
+        kept.append(message)
+    kept.reverse()
+    return kept
+
+
+def prepare(principal: Principal, args: dict) -> Exchange:
+    llm = current_app.extensions["gaia"].settings.llm
+    text = args["message"]
+    if not text.strip():
+        raise _validation("message", "The message is empty.")
+    if len(text) > llm.max_message_chars:
+        raise _validation("message", f"The message is longer than {llm.max_message_chars} characters.")
+    target = routing.resolve_target(args.get("model"), args.get("provider"))
+    exchanges.check_max_tokens(args.get("max_tokens"), target.model)
+
+    user_id = principal.user_id
+    conversation_id = args.get("conversation_id")
+    conversation_persona = None
+    history: list[ChatMessage] = []
+    if conversation_id is not None:
+        row = db.session.execute(
+            select(Conversation.persona_id).where(
+                Conversation.id == conversation_id, Conversation.user_id == user_id
+            )
+        ).first()
+        if row is None:
+            raise _not_found("conversation", conversation_id)
+        conversation_persona = row.persona_id
+        history = _history(conversation_id, llm.history_messages)
+    persona = _persona(user_id, args.get("persona_id"), conversation_persona)
+
+    system = [ChatMessage("system", persona.system_prompt)] if persona and persona.system_prompt else []
+    window = target.model.context_window
+    budget = None
+    if window:
+        reserved = args.get("max_tokens") or min(target.model.max_tokens or 1024, 1024)
+        budget = window - reserved - sum(_estimated_tokens(m.content) for m in system) - _estimated_tokens(text)
+        if budget < 0:
+            raise _validation("message", f"The message does not fit the context window of {target.label}.")
+    history = _fit_history(history, budget)
+    db.session.commit()  # end the read transaction before the (slow) provider call
+    return Exchange(
+        principal=principal,
+        kind="chat",
+        targets=routing.candidates(target, args.get("fallback", True)),
+        messages=tuple(system + history + [ChatMessage("user", text)]),
+        max_tokens=args.get("max_tokens"),
+        temperature=args.get("temperature"),
+        stream=bool(args.get("stream")),
+        conversation_id=conversation_id or uuid.uuid4(),
+        new_conversation=conversation_id is None,
+        persona_id=persona.id if persona else None,
+        user_message=text,
+    )
+
+
+def answer(exchange: Exchange) -> dict:
+    target, completion = exchanges.complete(exchange)
+    return {
+        "response": completion.text,
+        "provider": target.provider.id,
+        "model": target.model.id,
+        "conversation_id": exchange.conversation_id,
+        "persona_id": exchange.persona_id,
+        "finish_reason": completion.finish_reason,
+        "usage": {
+            "prompt_tokens": completion.usage.prompt_tokens,
+            "completion_tokens": completion.usage.completion_tokens,
+            "total_tokens": completion.usage.total_tokens,
+        },
+        "response_time_ms": exchange.elapsed_ms,
+    }
+
+
+def stream(exchange: Exchange) -> Response:
+    relay, first = exchanges.open_stream(exchange)
+    app = current_app._get_current_object()
+    completion_id = "chatcmpl-" + uuid.uuid4().hex
+
+    def closing(outcome: StreamOutcome, writer: ChunkWriter | None) -> list[bytes]:
+        usage = outcome.chunk.usage if outcome.chunk and outcome.chunk.usage else exchanges._estimate(exchange, outcome.text)
+        extra = {
+            "usage": {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens,
+            },
+            "provider": outcome.target.provider.id,
+            "conversation_id": str(exchange.conversation_id),
+            "persona_id": str(exchange.persona_id) if exchange.persona_id else None,
+            "response_time_ms": exchange.elapsed_ms,
+        }
+        finish = outcome.chunk.finish_reason if outcome.chunk and outcome.chunk.finish_reason else "stop"
+        return [writer.finish(finish, extra)]
+
+    body = relay_events(
+        relay,
+        first,
+        app.extensions["gaia"].settings.llm.stream_keepalive,
+        lambda target: ChunkWriter(completion_id, target.model.id),
+        closing,
+        lambda outcome: exchanges.finish_stream(app, exchange, outcome),
+    )
+    headers = dict(SSE_HEADERS, **{"X-Conversation-Id": str(exchange.conversation_id)})
+    return Response(body, mimetype="text/event-stream", headers=headers)

@@ -1,0 +1,222 @@
+"""One chat request on its way through Gaia, whichever API it came in by.
+
+`Exchange` holds what goes to the provider and what to keep afterwards. Both the chat API
+(`/api/v0.2/chat`, with conversations) and the OpenAI-compatible API (`/v1/chat/completions`,
+stateless) run through here: the provider call with fallback, the stream relay, and the
+usage event written off the request path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from flask import current_app
+
+from blueprints.chat import routing
+from blueprints.chat.routing import Target
+from blueprints.chat.streaming import StreamOutcome, StreamRelay
+from gaia_app.errors import APIError
+from gaia_app.extensions import db
+from gaia_app.models import Conversation, Message, utcnow
+from gaia_app.providers.base import ChatMessage, ChatRequest, Completion, ModelInfo, ProviderError, Usage
+from gaia_app.providers.local import count_tokens
+from gaia_app.security import Principal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Exchange:
+    principal: Principal
+    kind: str  # "chat" or "chat.completions"
+    targets: list[Target]
+    messages: tuple[ChatMessage, ...]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stream: bool = False
+    started: float = field(default_factory=time.monotonic)
+    # Set for the chat API: where the exchange is stored once it has succeeded.
+    conversation_id: uuid.UUID | None = None
+    new_conversation: bool = False
+    persona_id: uuid.UUID | None = None
+    user_message: str | None = None
+    user_message_at: datetime = field(default_factory=utcnow)
+
+    def request_for(self, target: Target) -> ChatRequest:
+        return ChatRequest(
+            model=target.model.id,
+            messages=self.messages,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+        )
+
+    @property
+    def elapsed_ms(self) -> float:
+        return round((time.monotonic() - self.started) * 1000, 1)
+
+
+def check_max_tokens(max_tokens: int | None, model: ModelInfo, field_name: str = "max_tokens") -> None:
+    if max_tokens is not None and model.max_tokens is not None and max_tokens > model.max_tokens:
+        raise APIError(
+            422,
+            f"{field_name} is {max_tokens}, but {model.provider}/{model.id} writes at most "
+            f"{model.max_tokens} tokens.",
+            type="/problems/validation",
+            errors=[{"field": field_name, "location": "json", "message": f"At most {model.max_tokens}."}],
+        )
+
+
+# -- not streamed -------------------------------------------------------------------------
+
+
+def complete(exchange: Exchange) -> tuple[Target, Completion]:
+    """Ask the providers in turn; store and record. Raises a problem when none answers."""
+    try:
+        target, completion = routing.complete(exchange.targets, exchange.request_for)
+    except ProviderError as error:
+        record_usage(exchange, None, None, "error", error=error)
+        raise routing.problem_for(error) from None
+    store(exchange, target, completion.text, completion.usage)
+    record_usage(exchange, target, completion.usage, "ok")
+    return target, completion
+
+
+# -- streamed -----------------------------------------------------------------------------
+
+
+def open_stream(exchange: Exchange):
+    """Start the relay and wait (up to the keepalive interval) for its first event.
+
+    A failure of every provider before anything was sent is raised as a problem (a real HTTP
+    status, with Retry-After); otherwise returns (relay, first event or None).
+    """
+    relay = StreamRelay(exchange.targets, exchange.request_for)
+    first = relay.next(current_app.extensions["gaia"].settings.llm.stream_keepalive)
+    if first is not None and first[0] == "error" and not first[2]:
+        record_usage(exchange, None, None, "error", error=first[1])
+        raise routing.problem_for(first[1])
+    return relay, first
+
+
+def finish_stream(app, exchange: Exchange, outcome: StreamOutcome) -> None:
+    """After a stream, whatever happened: store a complete answer, record usage always.
+
+    Runs at the end of the response body, outside the request, hence the explicit app.
+    """
+    with app.app_context():
+        target = outcome.target
+        usage = outcome.chunk.usage if outcome.chunk is not None else None
+        try:
+            if outcome.error is not None:
+                record_usage(exchange, target, usage or _estimate(exchange, outcome.text), "error",
+                             error=outcome.error, first_token_at=outcome.first_token_at)
+            elif outcome.cancelled or target is None:
+                record_usage(exchange, target, _estimate(exchange, outcome.text), "cancelled",
+                             first_token_at=outcome.first_token_at)
+            else:
+                usage = usage or _estimate(exchange, outcome.text)
+                store(exchange, target, outcome.text, usage)
+                record_usage(exchange, target, usage, "ok", first_token_at=outcome.first_token_at)
+        finally:
+            db.session.remove()
+
+
+def _estimate(exchange: Exchange, text: str) -> Usage:
+    return Usage(sum(count_tokens(m.content) + 4 for m in exchange.messages), count_tokens(text))
+
+
+# -- keeping it ---------------------------------------------------------------------------
+
+
+def store(exchange: Exchange, target: Target, text: str, usage: Usage) -> None:
+    """The user's message and the answer, in one transaction (nothing half-stored)."""
+    if exchange.conversation_id is None:
+        return
+    now = utcnow()
+    answered_at = max(now, exchange.user_message_at + timedelta(microseconds=1))
+    conversations = Conversation.__table__
+    try:
+        if exchange.new_conversation:
+            db.session.execute(conversations.insert().values(
+                id=exchange.conversation_id,
+                user_id=exchange.principal.user_id,
+                persona_id=exchange.persona_id,
+                title=_title(exchange.user_message or ""),
+                model=target.label,
+                message_count=2,
+                created_at=exchange.user_message_at,
+                updated_at=answered_at,
+            ))
+        else:
+            updated = db.session.execute(
+                conversations.update()
+                .where(conversations.c.id == exchange.conversation_id)
+                .values(message_count=conversations.c.message_count + 2, updated_at=answered_at,
+                        model=target.label)
+            )
+            if updated.rowcount == 0:
+                # Deleted while the answer was being written: nothing to add to.
+                db.session.rollback()
+                return
+        db.session.execute(Message.__table__.insert(), [
+            # Same keys in both rows: an executemany takes its columns from the first.
+            {"id": uuid.uuid4(), "conversation_id": exchange.conversation_id, "role": "user",
+             "content": exchange.user_message, "provider": None, "model": None,
+             "prompt_tokens": None, "completion_tokens": None,
+             "created_at": exchange.user_message_at},
+            {"id": uuid.uuid4(), "conversation_id": exchange.conversation_id, "role": "assistant",
+             "content": text, "provider": target.provider.id, "model": target.model.id,
+             "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+             "created_at": answered_at},
+        ])
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+
+
+def _title(message: str) -> str:
+    line = message.strip().splitlines()[0] if message.strip() else ""
+    return line if len(line) <= 80 else line[:79] + "…"
+
+
+def record_usage(
+    exchange: Exchange,
+    target: Target | None,
+    usage: Usage | None,
+    status: str,
+    *,
+    error: ProviderError | None = None,
+    first_token_at: float | None = None,
+) -> None:
+    model = target.model if target else exchange.targets[0].model
+    usage = usage or Usage(0, 0)
+    cost = None
+    if model.input_price_per_mtok is not None and model.output_price_per_mtok is not None:
+        cost = round(
+            (usage.prompt_tokens * model.input_price_per_mtok
+             + usage.completion_tokens * model.output_price_per_mtok) / 1_000_000, 8
+        )
+    current_app.extensions["gaia"].usage.record(
+        user_id=exchange.principal.user_id,
+        api_key_id=exchange.principal.key_id,
+        conversation_id=exchange.conversation_id if status == "ok" else None,
+        kind=exchange.kind,
+        provider=error.provider if error and not target else model.provider,
+        model=model.id,
+        stream=exchange.stream,
+        status=status,
+        error_type=error.kind if error else None,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        cost=cost,
+        latency_ms=exchange.elapsed_ms,
+        first_token_ms=(
+            round((first_token_at - exchange.started) * 1000, 1) if first_token_at else None
+        ),
+    )

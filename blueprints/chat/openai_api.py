@@ -1,0 +1,238 @@
+"""The OpenAI-compatible API: `GET /v1/models` and `POST /v1/chat/completions`.
+
+So that the official OpenAI SDKs work unchanged with `base_url=<gaia>/v1` and a Gaia API key.
+Stateless like OpenAI's (the client sends the whole conversation); a model id may be
+`persona:<name>`, which answers as that persona with the default model. Errors come in
+OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with the same statuses.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from flask import Response, current_app, request
+from flask_smorest import Blueprint
+from werkzeug.exceptions import HTTPException
+
+from blueprints.chat import exchange as exchanges
+from blueprints.chat import personas, routing
+from blueprints.chat.chat import SSE_HEADERS
+from blueprints.chat.exchange import Exchange
+from blueprints.chat.streaming import ChunkWriter, StreamOutcome, relay_events
+from gaia_app.errors import APIError
+from gaia_app.providers.base import ChatMessage
+from gaia_app.security import current_principal, require_auth
+
+blp = Blueprint("openai", __name__, url_prefix="/v1", description="OpenAI-compatible API")
+
+PERSONA_PREFIX = "persona:"
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+# OpenAI's error `type` for each status.
+_ERROR_TYPES = {
+    400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
+    404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
+    415: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_exceeded",
+}
+_ERROR_CODES = {
+    401: "invalid_api_key", 403: "insufficient_scope", 429: "rate_limit_exceeded",
+    "/problems/unknown-model": "model_not_found", "/problems/unknown-provider": "model_not_found",
+}
+
+
+def openai_error(status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 headers: dict | None = None) -> Response:
+    error_type = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    response = Response(json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json")
+    response.headers.update(headers or {})
+    return response
+
+
+@blp.errorhandler(APIError)
+def _api_error(error: APIError):
+    param = error.errors[0]["field"] if error.errors else None
+    code = _ERROR_CODES.get(error.type) or _ERROR_CODES.get(error.status)
+    return openai_error(error.status, error.detail, param=param, code=code, headers=error.headers)
+
+
+@blp.errorhandler(HTTPException)
+def _http_error(error: HTTPException):
+    message = error.description or error.name
+    if error.code == 400:
+        message = "We could not parse the JSON body of your request."
+    return openai_error(error.code or 500, message)
+
+
+def _invalid(message: str, param: str | None = None) -> APIError:
+    return APIError(400, message, errors=[{"field": param, "location": "json", "message": message}] if param else None)
+
+
+def _int_field(body: dict, name: str, minimum: int, maximum: int) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise _invalid(f"'{name}' must be an integer from {minimum} to {maximum}.", name)
+    return value
+
+
+def _messages(body: dict) -> list[ChatMessage]:
+    llm = current_app.extensions["gaia"].settings.llm
+    raw = body.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise _invalid("'messages' must be a non-empty array.", "messages")
+    if len(raw) > llm.max_messages:
+        raise _invalid(f"'messages' has {len(raw)} entries; at most {llm.max_messages} are allowed.", "messages")
+    found = []
+    for index, message in enumerate(raw):
+        param = f"messages[{index}]"
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise _invalid(f"{param} needs a role: system, developer, user or assistant.", param)
+        content = message.get("content")
+        if isinstance(content, list):
+            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
+                raise _invalid(f"{param}.content: only text parts are supported.", f"{param}.content")
+            content = "".join(part["text"] for part in content)
+        if not isinstance(content, str):
+            raise _invalid(f"{param}.content must be a string or an array of text parts.", f"{param}.content")
+        if len(content) > llm.max_message_chars:
+            raise _invalid(f"{param}.content is longer than {llm.max_message_chars} characters.", f"{param}.content")
+        found.append(ChatMessage(ROLES[message["role"]], content))
+    if not any(m.role == "user" for m in found):
+        raise _invalid("'messages' needs at least one user message.", "messages")
+    return found
+
+
+def _prepare(body: dict) -> tuple[Exchange, str, bool]:
+    principal = current_principal()
+    model = body.get("model")
+    if not isinstance(model, str) or not model or len(model) > 200:
+        raise _invalid("'model' is required: a model id from GET /v1/models.", "model")
+    if body.get("n", 1) != 1:
+        raise _invalid("Only n=1 is supported.", "n")
+    if body.get("tools") or body.get("functions"):
+        raise _invalid("Tools and functions are not supported.", "tools")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _invalid("'stream' must be true or false.", "stream")
+    temperature = body.get("temperature")
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2):
+        raise _invalid("'temperature' must be a number from 0 to 2.", "temperature")
+    max_tokens = _int_field(body, "max_completion_tokens", 1, 1_000_000)
+    if max_tokens is None:
+        max_tokens = _int_field(body, "max_tokens", 1, 1_000_000)
+    messages = _messages(body)
+
+    persona_id = None
+    if model.startswith(PERSONA_PREFIX):
+        persona = personas.find_persona_by_name(principal.user_id, model[len(PERSONA_PREFIX):])
+        if persona is None:
+            raise APIError(404, f"The model `{model}` does not exist: no persona of that name.",
+                           type="/problems/unknown-model")
+        persona_id = persona.id
+        messages.insert(0, ChatMessage("system", persona.system_prompt))
+        target = routing.resolve_target(None, None)
+    else:
+        target = routing.resolve_target(model, None)
+    exchanges.check_max_tokens(max_tokens, target.model)
+    options = body.get("stream_options")
+    include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+    exchange = Exchange(
+        principal=principal,
+        kind="chat.completions",
+        targets=routing.candidates(target, True),
+        messages=tuple(messages),
+        max_tokens=max_tokens,
+        temperature=temperature,
+        stream=stream,
+        persona_id=persona_id,
+    )
+    return exchange, model, include_usage
+
+
+def _usage(usage) -> dict:
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens}
+
+
+@blp.route("/chat/completions", methods=["POST"])
+@require_auth("chat")
+@blp.doc(summary="Create a chat completion (OpenAI-compatible)")
+def chat_completions():
+    """OpenAI's Chat Completions API, streamed (`"stream": true`) or not."""
+    body = request.get_json(silent=False)
+    if not isinstance(body, dict):
+        raise _invalid("The request body must be a JSON object.")
+    exchange, model_name, include_usage = _prepare(body)
+    completion_id = "chatcmpl-" + uuid.uuid4().hex
+    if not exchange.stream:
+        target, completion = exchanges.complete(exchange)
+        return {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model_name if model_name.startswith(PERSONA_PREFIX) else target.model.id,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": completion.text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": completion.finish_reason,
+            }],
+            "usage": _usage(completion.usage),
+        }
+
+    relay, first = exchanges.open_stream(exchange)
+    app = current_app._get_current_object()
+
+    def closing(outcome: StreamOutcome, writer: ChunkWriter) -> list[bytes]:
+        chunk = outcome.chunk
+        events = [writer.finish(chunk.finish_reason if chunk and chunk.finish_reason else "stop")]
+        if include_usage:
+            usage = chunk.usage if chunk and chunk.usage else exchanges._estimate(exchange, outcome.text)
+            events.append(writer.usage_only(_usage(usage)))
+        return events
+
+    body_iter = relay_events(
+        relay,
+        first,
+        app.extensions["gaia"].settings.llm.stream_keepalive,
+        lambda target: ChunkWriter(
+            completion_id, model_name if model_name.startswith(PERSONA_PREFIX) else target.model.id
+        ),
+        closing,
+        lambda outcome: exchanges.finish_stream(app, exchange, outcome),
+    )
+    return Response(body_iter, mimetype="text/event-stream", headers=SSE_HEADERS)
+
+
+def _model_entries() -> list[dict]:
+    seen = set()
+    entries = []
+    for model in routing.registry().models():
+        if model.id not in seen:
+            seen.add(model.id)
+            entries.append({"id": model.id, "object": "model", "created": 0, "owned_by": model.provider})
+    for persona in personas.visible_personas(current_principal().user_id):
+        entries.append({"id": PERSONA_PREFIX + persona.name, "object": "model", "created": 0, "owned_by": "gaia"})
+    return entries
+
+
+@blp.route("/models")
+@require_auth("chat")
+@blp.doc(summary="List models (OpenAI-compatible), personas included as persona:<name>")
+def list_models():
+    """Every model of every configured provider, and `persona:<name>` for each persona."""
+    return {"object": "list", "data": _model_entries()}
+
+
+@blp.route("/models/<path:model_id>")
+@require_auth("chat")
+@blp.doc(summary="Retrieve a model (OpenAI-compatible)")
+def get_model(model_id: str):
+    for entry in _model_entries():
+        if entry["id"] == model_id:
+            return entry
+    raise APIError(404, f"The model `{model_id}` does not exist or you do not have access to it.",
+                   type="/problems/unknown-model")

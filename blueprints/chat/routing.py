@@ -1,0 +1,184 @@
+"""Which provider and model answer a chat, what to fall back to, and how failures read.
+
+Fallback happens only before anything of an answer has gone to the client, only for
+failures that another provider (or later) can fix (connection, timeout, 5xx, 429), and only
+to equivalent models: the same model id on another provider, or the `fallbacks` an operator
+declared in GAIA_PROVIDERS_FILE.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flask import current_app
+
+from gaia_app.errors import APIError
+from gaia_app.providers import ProviderRegistry
+from gaia_app.providers.base import ChatRequest, Completion, LLMProvider, ModelInfo, ProviderError
+
+log = logging.getLogger(__name__)
+
+# The model a provider answers with when a request names none (else its first listed).
+PREFERRED_DEFAULTS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "local": "gaia-local"}
+_NAMED_IN_ERRORS = 40
+
+
+@dataclass(frozen=True)
+class Target:
+    provider: LLMProvider
+    model: ModelInfo
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider.id}/{self.model.id}"
+
+
+def registry() -> ProviderRegistry:
+    return current_app.extensions["gaia"].providers
+
+
+def _unknown_provider(provider_id: str, registry: ProviderRegistry) -> APIError:
+    return APIError(
+        404,
+        f"Unknown provider '{provider_id}'. Configured providers: {', '.join(registry.ids()) or 'none'}.",
+        type="/problems/unknown-provider",
+        available=registry.ids(),
+    )
+
+
+def _unknown_model(model_id: str, registry: ProviderRegistry, provider: str | None) -> APIError:
+    available = [m.id if provider else f"{m.provider}/{m.id}" for m in registry.models(provider=provider)]
+    shown = ", ".join(available[:_NAMED_IN_ERRORS]) + (" ..." if len(available) > _NAMED_IN_ERRORS else "")
+    where = f" on provider '{provider}'" if provider else ""
+    return APIError(
+        404,
+        f"Unknown model '{model_id}'{where}. Available models: {shown or 'none'}.",
+        type="/problems/unknown-model",
+        available=available,
+    )
+
+
+def _default_model(provider: LLMProvider) -> ModelInfo | None:
+    preferred = PREFERRED_DEFAULTS.get(provider.id)
+    found = provider.get_model(preferred) if preferred else None
+    if found is None:
+        models = provider.list_models()
+        found = models[0] if models else None
+    return found
+
+
+def resolve_target(model: str | None, provider: str | None) -> Target:
+    """The provider and model a request names, or the deployment's default. 404 if unknown."""
+    reg = registry()
+    llm = current_app.extensions["gaia"].settings.llm
+    if provider is not None and reg.get(provider) is None:
+        raise _unknown_provider(provider, reg)
+    if model is None:
+        provider = provider or llm.default_provider
+        if llm.default_model and provider in (None, llm.default_provider):
+            model = llm.default_model
+    if model is None:
+        for candidate in [reg.get(provider)] if provider else reg.providers():
+            found = _default_model(candidate)
+            if found is not None:
+                return Target(candidate, found)
+        raise APIError(503, "No model is available right now.", type="/problems/no-model")
+    found = reg.find_model(model, provider)
+    if found is None and provider is None and "/" in model:
+        prefix, _, bare = model.partition("/")
+        if reg.get(prefix) is not None:
+            provider, model = prefix, bare
+            found = reg.find_model(model, provider)
+    if found is None:
+        raise _unknown_model(model, reg, provider)
+    return Target(reg.get(found.provider), found)
+
+
+def candidates(target: Target, allow_fallback: bool) -> list[Target]:
+    """The target, then (if allowed) equivalent models elsewhere, in preference order."""
+    found = [target]
+    if not allow_fallback:
+        return found
+    reg = registry()
+    seen = {target.label}
+    for label in reg.fallbacks.get(target.label, ()):
+        provider_id, _, model_id = label.partition("/")
+        provider = reg.get(provider_id)
+        model = provider.get_model(model_id) if provider else None
+        if model is not None and label not in seen:
+            found.append(Target(provider, model))
+            seen.add(label)
+    for provider in reg.providers():
+        label = f"{provider.id}/{target.model.id}"
+        if label not in seen:
+            model = provider.get_model(target.model.id)
+            if model is not None:
+                found.append(Target(provider, model))
+                seen.add(label)
+    return found
+
+
+def note_failure(target: Target, error: ProviderError) -> None:
+    target.provider.record_failure(error)
+    if error.kind == "rate_limited":
+        registry().cool_down(target.provider.id, error.retry_after or 1.0)
+    log.warning("chat via %s failed (%s): %s", target.label, error.kind, error.message)
+
+
+def attempt(targets: list[Target], call: Callable[[Target], object]):
+    """Call `call(target)` on each target in turn until one works; returns (target, result).
+
+    A provider still inside a Retry-After it gave is skipped while others remain. Raises the
+    last ProviderError when none works.
+    """
+    last: ProviderError | None = None
+    reg = registry()
+    for index, target in enumerate(targets):
+        waiting = reg.cooling(target.provider.id)
+        if waiting:
+            last = ProviderError(
+                target.provider.id, "rate_limited",
+                f"{target.provider.id} asked for a pause (Retry-After)", retry_after=waiting,
+            )
+            continue
+        try:
+            return target, call(target)
+        except ProviderError as error:
+            note_failure(target, error)
+            last = error
+            if not error.retryable:
+                raise
+    assert last is not None
+    raise last
+
+
+def complete(targets: list[Target], make_request: Callable[[Target], ChatRequest]) -> tuple[Target, Completion]:
+    return attempt(targets, lambda target: target.provider.complete(make_request(target)))
+
+
+# What the client sees for each kind of provider failure.
+_PROBLEMS = {
+    "rate_limited": (429, "/problems/provider-rate-limited"),
+    "timeout": (504, "/problems/provider-timeout"),
+    "unavailable": (502, "/problems/provider-unavailable"),
+    "interrupted": (502, "/problems/provider-unavailable"),
+    "bad_response": (502, "/problems/provider-bad-response"),
+    "unauthorized": (502, "/problems/provider-misconfigured"),
+    "not_found": (404, "/problems/unknown-model"),
+    "rejected": (400, "/problems/provider-rejected-request"),
+}
+
+
+def problem_for(error: ProviderError) -> APIError:
+    status, problem_type = _PROBLEMS.get(error.kind, (502, "/problems/provider-unavailable"))
+    detail = error.message
+    if error.kind == "unauthorized":
+        # The operator's key, not the client's: say so without repeating the provider's words.
+        detail = f"Provider '{error.provider}' refused this deployment's credentials."
+    headers = {}
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    return APIError(status, detail, type=problem_type, headers=headers or None, provider=error.provider)

@@ -1,0 +1,206 @@
+"""Streamed answers: a provider's chunks relayed to the client as server-sent events.
+
+The provider is read in a helper thread (a greenlet under gevent) that hands chunks over a
+queue, so the thread serving the client can send an SSE comment while the first token is
+late, and can abort the provider connection when the client goes away. Falling back to
+another provider happens in the helper, and only before the first chunk of an answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from flask import Flask, current_app
+
+from blueprints.chat.routing import Target, note_failure, registry
+from gaia_app.providers.base import ChatRequest, ProviderError, StreamChunk
+from gaia_app.providers.http import StreamScope
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE = b": keepalive\n\n"
+DONE = b"data: [DONE]\n\n"
+
+
+class StreamRelay:
+    """Runs `targets` in turn in a helper thread until one streams; `next()` reads its events.
+
+    Events: ("start", Target) before the first chunk, ("chunk", StreamChunk), then ("end",
+    None) or ("error", ProviderError, started: bool).
+    """
+
+    def __init__(self, targets: list[Target], make_request: Callable[[Target], ChatRequest]) -> None:
+        self._targets = targets
+        self._make_request = make_request
+        self._events: queue.Queue = queue.Queue()
+        self._scope = StreamScope()
+        self._cancelled = threading.Event()
+        self._app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        threading.Thread(target=self._run, name="gaia-stream", daemon=True).start()
+
+    def next(self, timeout: float):
+        """The next event, or None when nothing came within `timeout` seconds."""
+        try:
+            return self._events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def cancel(self) -> None:
+        """The client went away: stop reading, and close the provider connection."""
+        self._cancelled.set()
+        self._scope.abort()
+
+    def _run(self) -> None:
+        with self._app.app_context(), self._scope:
+            try:
+                self._produce()
+            except Exception:
+                log.exception("a provider stream failed unexpectedly")
+                self._events.put(("error", ProviderError("gaia", "bad_response", "The answer could not be relayed."), True))
+
+    def _produce(self) -> None:
+        reg = registry()
+        last: ProviderError | None = None
+        started = False
+        for target in self._targets:
+            if self._cancelled.is_set():
+                return
+            waiting = reg.cooling(target.provider.id)
+            if waiting:
+                last = ProviderError(
+                    target.provider.id, "rate_limited",
+                    f"{target.provider.id} asked for a pause (Retry-After)", retry_after=waiting,
+                )
+                continue
+            try:
+                with contextlib.closing(target.provider.stream(self._make_request(target))) as chunks:
+                    for chunk in chunks:
+                        if self._cancelled.is_set():
+                            return
+                        if not started:
+                            started = True
+                            self._events.put(("start", target))
+                        self._events.put(("chunk", chunk))
+                self._events.put(("end", None))
+                return
+            except ProviderError as error:
+                if self._cancelled.is_set():
+                    return
+                note_failure(target, error)
+                last = error
+                if started or not error.retryable:
+                    break
+        assert last is not None
+        self._events.put(("error", last, started))
+
+
+class ChunkWriter:
+    """OpenAI `chat.completion.chunk` events, formatted with little work per token."""
+
+    def __init__(self, completion_id: str, model: str, created: int | None = None) -> None:
+        created = int(time.time()) if created is None else created
+        self._head = (
+            f'data: {{"id":"{completion_id}","object":"chat.completion.chunk","created":{created},'
+            f'"model":{json.dumps(model)},"choices":[{{"index":0,"delta":'
+        )
+
+    def role(self) -> bytes:
+        return (self._head + '{"role":"assistant","content":""},"finish_reason":null}]}\n\n').encode()
+
+    def content(self, text: str) -> bytes:
+        return (self._head + '{"content":' + json.dumps(text) + '},"finish_reason":null}]}\n\n').encode()
+
+    def finish(self, reason: str, extra: dict | None = None) -> bytes:
+        tail = "" if not extra else "," + json.dumps(extra, separators=(",", ":"))[1:-1]
+        return (self._head + '{},"finish_reason":' + json.dumps(reason) + "}]" + tail + "}\n\n").encode()
+
+    def usage_only(self, usage: dict) -> bytes:
+        head = self._head[: self._head.index('"choices":')]
+        return (head + '"choices":[],"usage":' + json.dumps(usage, separators=(",", ":")) + "}\n\n").encode()
+
+
+def error_event(error: ProviderError) -> bytes:
+    """The one documented error event: `event: error` with an OpenAI-shaped error object."""
+    body = {"error": {"message": error.message, "type": error.kind, "code": "provider_" + error.kind, "provider": error.provider}}
+    return b"event: error\ndata: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+
+class StreamOutcome:
+    """What became of a stream, for storing and usage: filled in as the stream runs."""
+
+    def __init__(self) -> None:
+        self.target: Target | None = None
+        self.text_parts: list[str] = []
+        self.chunk: StreamChunk | None = None  # the last one: usage and finish reason
+        self.first_token_at: float | None = None
+        self.error: ProviderError | None = None
+        self.cancelled = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+
+def relay_events(
+    relay: StreamRelay,
+    first,
+    keepalive: float,
+    writer_for: Callable[[Target], ChunkWriter],
+    closing: Callable[[StreamOutcome, ChunkWriter | None], list[bytes]],
+    on_done: Callable[[StreamOutcome], None],
+) -> Iterator[bytes]:
+    """The SSE body. `first` is the event already taken from the relay (or None: keepalive).
+
+    `closing(outcome, writer)` gives the events sent after the last chunk (before [DONE]);
+    `on_done(outcome)` runs once at the very end, whatever happened.
+    """
+    outcome = StreamOutcome()
+    writer: ChunkWriter | None = None
+    event = first
+    try:
+        while True:
+            if event is None:
+                yield KEEPALIVE
+            elif event[0] == "chunk":
+                chunk: StreamChunk = event[1]
+                if chunk.text:
+                    if outcome.first_token_at is None:
+                        outcome.first_token_at = time.monotonic()
+                    outcome.text_parts.append(chunk.text)
+                    yield writer.content(chunk.text)
+                if chunk.usage is not None or chunk.finish_reason is not None:
+                    outcome.chunk = chunk
+            elif event[0] == "start":
+                outcome.target = event[1]
+                writer = writer_for(event[1])
+                yield writer.role()
+            elif event[0] == "end":
+                for part in closing(outcome, writer):
+                    yield part
+                yield DONE
+                return
+            else:  # error
+                outcome.error = event[1]
+                yield error_event(event[1])
+                yield DONE
+                return
+            event = relay.next(keepalive)
+    except GeneratorExit:
+        outcome.cancelled = True
+        relay.cancel()
+        raise
+    finally:
+        if outcome.error is None and outcome.chunk is None and not outcome.cancelled:
+            # Ended some other way (a write failed): the client is gone.
+            outcome.cancelled = True
+            relay.cancel()
+        try:
+            on_done(outcome)
+        except Exception:
+            log.exception("could not finish a streamed chat")

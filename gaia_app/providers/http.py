@@ -1,0 +1,274 @@
+"""HTTP for remote providers: one pooled session each, explicit timeouts, errors made uniform.
+
+Every failure leaves here as a `ProviderError` whose kind the chat service can act on
+(fallback, Retry-After), whatever the provider's own error format.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.utils import get_environ_proxies
+
+from gaia_app.providers.base import ProviderError
+
+# Enough connections for every stream a gevent worker may hold to one provider at once.
+POOL_SIZE = 256
+MODEL_LIST_READ_TIMEOUT = 5.0
+MAX_RETRY_AFTER = 3600.0
+# A provider answer larger than this (non-streamed) is not a chat completion.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+def parse_retry_after(headers) -> float | None:
+    """Seconds to wait, from `retry-after-ms`, or `retry-after` as seconds or an HTTP date."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return min(max(float(value) / 1000, 0.0), MAX_RETRY_AFTER)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return min(max(when.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER)
+
+
+def error_message(body: bytes) -> str | None:
+    """The human part of an error body: OpenAI's, Anthropic's and Ollama's shapes."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        text = body.decode("utf-8", "replace").strip()
+        return text[:300] or None
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict):
+            message = error.get("message")
+            return str(message)[:500] if message else None
+        if isinstance(error, str):
+            return error[:500]
+    return None
+
+
+def _kind_for_status(status: int) -> str:
+    if status == 429:
+        return "rate_limited"
+    if status in (401, 403):
+        return "unauthorized"
+    if status == 404:
+        return "not_found"
+    if status == 408 or status >= 500:
+        return "unavailable"
+    return "rejected"
+
+
+class StreamScope:
+    """Lets another thread abort the provider connections a stream reads from.
+
+    The thread that runs a provider's stream enters the scope; every streamed response opened
+    inside it is registered, and `abort()` (from the thread serving the client, when the
+    client goes away) shuts their sockets, which ends any read that is waiting on them.
+    """
+
+    _local = threading.local()
+
+    def __init__(self) -> None:
+        self._responses: list[requests.Response] = []
+        self._lock = threading.Lock()
+        self.aborted = False
+
+    @classmethod
+    def current(cls) -> StreamScope | None:
+        return getattr(cls._local, "scope", None)
+
+    def __enter__(self) -> StreamScope:
+        StreamScope._local.scope = self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        StreamScope._local.scope = None
+
+    def register(self, response: requests.Response) -> None:
+        with self._lock:
+            self._responses.append(response)
+            aborted = self.aborted
+        if aborted:
+            _abort(response)
+
+    def abort(self) -> None:
+        with self._lock:
+            self.aborted = True
+            responses = list(self._responses)
+        for response in responses:
+            _abort(response)
+
+
+def _abort(response: requests.Response) -> None:
+    try:
+        connection = response.raw.connection
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, AttributeError):
+        pass
+    try:
+        response.close()
+    except Exception:
+        pass
+
+
+class ProviderHTTP:
+    def __init__(
+        self,
+        provider_id: str,
+        base_url: str,
+        headers: dict[str, str],
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> None:
+        self.provider_id = provider_id
+        self.base_url = base_url.rstrip("/")
+        self.timeout = (connect_timeout, read_timeout)
+        self.connect_timeout = connect_timeout
+        session = requests.Session()
+        # Proxy settings are read once here: with trust_env, requests would look them up in
+        # the environment again on every call.
+        session.trust_env = False
+        session.proxies = get_environ_proxies(self.base_url)
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=POOL_SIZE, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers.update({"Accept-Encoding": "gzip, deflate", **headers})
+        self.session = session
+
+    def _fail(self, kind: str, message: str, **extra) -> ProviderError:
+        return ProviderError(self.provider_id, kind, message, **extra)
+
+    def request(
+        self, method: str, path: str, body: dict | None = None, *, stream: bool = False,
+        read_timeout: float | None = None,
+    ) -> requests.Response:
+        """Send one request; a non-2xx answer becomes a ProviderError. Streams are left open."""
+        timeout = self.timeout if read_timeout is None else (self.connect_timeout, read_timeout)
+        try:
+            response = self.session.request(
+                method,
+                self.base_url + path,
+                data=None if body is None else json.dumps(body, separators=(",", ":")),
+                headers=None if body is None else {"Content-Type": "application/json"},
+                stream=stream,
+                timeout=timeout,
+            )
+        except requests.exceptions.ConnectTimeout:
+            raise self._fail("timeout", f"{self.provider_id} did not accept a connection in time") from None
+        except requests.exceptions.ReadTimeout:
+            raise self._fail("timeout", f"{self.provider_id} did not answer in time") from None
+        except requests.exceptions.RequestException as exc:
+            raise self._fail("unavailable", f"{self.provider_id} could not be reached: {_short(exc)}") from None
+        if response.status_code >= 400:
+            try:
+                detail = error_message(response.raw.read(64 * 1024, decode_content=True) if stream else response.content)
+            except Exception:
+                detail = None
+            finally:
+                response.close()
+            status = response.status_code
+            raise self._fail(
+                _kind_for_status(status),
+                f"{self.provider_id} answered {status}" + (f": {detail}" if detail else ""),
+                upstream_status=status,
+                retry_after=parse_retry_after(response.headers),
+            )
+        if stream:
+            scope = StreamScope.current()
+            if scope is not None:
+                scope.register(response)
+        return response
+
+    def post_json(self, path: str, body: dict) -> dict:
+        response = self.request("POST", path, body)
+        return self.read_json(response)
+
+    def get_json(self, path: str) -> dict:
+        response = self.request("GET", path, read_timeout=min(MODEL_LIST_READ_TIMEOUT, self.timeout[1]))
+        return self.read_json(response)
+
+    def read_json(self, response: requests.Response) -> dict:
+        try:
+            content = response.content
+        except requests.exceptions.RequestException as exc:
+            kind = "timeout" if isinstance(exc, requests.exceptions.ConnectionError) and "timed out" in str(exc) else "unavailable"
+            raise self._fail(kind, f"{self.provider_id} broke off its answer: {_short(exc)}") from None
+        if len(content) > MAX_BODY_BYTES:
+            raise self._fail("bad_response", f"{self.provider_id} sent an oversized answer")
+        try:
+            data = json.loads(content)
+        except ValueError:
+            raise self._fail("bad_response", f"{self.provider_id} sent an answer that is not JSON") from None
+        if not isinstance(data, dict):
+            raise self._fail("bad_response", f"{self.provider_id} sent an unexpected answer")
+        return data
+
+    def events(self, response: requests.Response) -> Iterator[tuple[str | None, str]]:
+        """Server-sent events of an open response as (event name, data), as they arrive.
+
+        Reads whatever bytes the socket has (`read1`), so nothing waits for a buffer to fill.
+        A connection that breaks or stalls past the read timeout raises ProviderError
+        ("interrupted" or "timeout"); closing the generator closes the connection.
+        """
+        raw = response.raw
+        buffer = b""
+        event: str | None = None
+        data: list[str] = []
+        try:
+            while True:
+                try:
+                    block = raw.read1(65536)
+                except Exception as exc:
+                    if "timed out" in str(exc).lower():
+                        raise self._fail("timeout", f"{self.provider_id} went silent mid-answer") from None
+                    raise self._fail("interrupted", f"{self.provider_id} broke off its answer: {_short(exc)}") from None
+                if not block:
+                    return
+                buffer += block
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    line = line.rstrip(b"\r")
+                    if not line:
+                        if data:
+                            yield event, "\n".join(data)
+                        event, data = None, []
+                    elif line.startswith(b":"):
+                        continue
+                    else:
+                        name, _, value = line.decode("utf-8", "replace").partition(":")
+                        value = value[1:] if value.startswith(" ") else value
+                        if name == "data":
+                            data.append(value)
+                        elif name == "event":
+                            event = value
+                if len(buffer) > MAX_BODY_BYTES:
+                    raise self._fail("bad_response", f"{self.provider_id} sent an endless line")
+        finally:
+            response.close()
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) <= 200 else text[:200] + "..."

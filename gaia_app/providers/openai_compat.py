@@ -1,0 +1,214 @@
+"""OpenAI's Chat Completions API, and every server that speaks it (Ollama, vLLM, Groq, ...).
+
+Used for `openai` (OPENAI_BASE_URL), `ollama` (OLLAMA_BASE_URL) and the providers declared in
+GAIA_PROVIDERS_FILE with kind "openai".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from gaia_app.llm_settings import OPENAI_DEFAULT_BASE_URL, LLMSettings, ProviderDeclaration
+from gaia_app.providers.base import (
+    ChatRequest,
+    Completion,
+    ModelInfo,
+    ProviderError,
+    ProviderHealth,
+    StreamChunk,
+    Usage,
+)
+from gaia_app.providers.http import ProviderHTTP
+from gaia_app.providers.live import LiveModels
+from gaia_app.providers.local import count_tokens
+
+# What is known of OpenAI's current chat models: context window, output limit, and list
+# price in USD per million input/output tokens.
+OPENAI_MODELS = {
+    "gpt-4o": (128_000, 16_384, 2.50, 10.00),
+    "gpt-4o-mini": (128_000, 16_384, 0.15, 0.60),
+    "gpt-4.1": (1_047_576, 32_768, 2.00, 8.00),
+    "gpt-4.1-mini": (1_047_576, 32_768, 0.40, 1.60),
+    "gpt-4.1-nano": (1_047_576, 32_768, 0.10, 0.40),
+    "o4-mini": (200_000, 100_000, 1.10, 4.40),
+    "gpt-5": (400_000, 128_000, 1.25, 10.00),
+    "gpt-5-mini": (400_000, 128_000, 0.25, 2.00),
+    "gpt-5-nano": (400_000, 128_000, 0.05, 0.40),
+}
+# Listed by GET /models but not chat models.
+_NOT_CHAT = (
+    "text-embedding", "embedding", "whisper", "tts", "dall-e", "davinci", "babbage",
+    "omni-moderation", "text-moderation", "gpt-image", "sora", "computer-use",
+)
+
+
+def model_info(provider_id: str, model_id: str, declared: dict | None = None, known=None) -> ModelInfo:
+    """A ModelInfo from what the operator declared, else from the known table, else bare."""
+    known = (known or {}).get(model_id)
+    fields = {
+        "context_window": known[0] if known else None,
+        "max_tokens": known[1] if known else None,
+        "input_price_per_mtok": known[2] if known else None,
+        "output_price_per_mtok": known[3] if known else None,
+    }
+    declared = dict(declared or {})
+    capabilities = tuple(declared.pop("capabilities", ("chat", "streaming")))
+    fields.update({k: v for k, v in declared.items() if k in fields})
+    return ModelInfo(
+        id=model_id,
+        name=str(declared.get("name") or model_id),
+        provider=provider_id,
+        capabilities=capabilities,
+        **fields,
+    )
+
+
+def _text_of(content) -> str | None:
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    raise TypeError("content")
+
+
+class OpenAICompatibleProvider:
+    capabilities = ("chat", "streaming")
+
+    def __init__(self, declaration: ProviderDeclaration, llm: LLMSettings, on_change=lambda: None) -> None:
+        self.id = declaration.id
+        self.name = declaration.name
+        headers = {"Authorization": f"Bearer {declaration.api_key}"} if declaration.api_key else {}
+        self.http = ProviderHTTP(
+            self.id, declaration.base_url, headers, llm.connect_timeout, llm.read_timeout
+        )
+        self.is_openai = declaration.base_url.rstrip("/") == OPENAI_DEFAULT_BASE_URL
+        known = OPENAI_MODELS if self.is_openai else {}
+        self._known = known
+        declared = [model_info(self.id, m["id"], m, known) for m in declaration.models]
+        if llm.default_model and llm.default_provider == self.id and not any(
+            m.id == llm.default_model for m in declared
+        ):
+            declared.append(model_info(self.id, llm.default_model, None, known))
+        if not declared and self.is_openai:
+            # Listed until the live list arrives, and if it cannot be fetched.
+            declared = [model_info(self.id, model_id, None, known) for model_id in known]
+        self.live = LiveModels(
+            self.id,
+            self._fetch_models if declaration.list_models else None,
+            declared,
+            llm.model_list_ttl,
+            on_change,
+        )
+
+    # -- catalogue -----------------------------------------------------------------------
+
+    def list_models(self) -> list[ModelInfo]:
+        return self.live.models()
+
+    def get_model(self, model_id: str) -> ModelInfo | None:
+        return self.live.get(model_id)
+
+    def health(self) -> ProviderHealth:
+        return self.live.health()
+
+    def record_failure(self, error: ProviderError) -> None:
+        self.live.record_failure(error)
+
+    def _fetch_models(self) -> list[ModelInfo]:
+        data = self.http.get_json("/models")
+        entries = data.get("data")
+        if not isinstance(entries, list):
+            raise ProviderError(self.id, "bad_response", f"{self.id} listed its models in an unknown shape")
+        models = []
+        for entry in entries:
+            model_id = entry.get("id") if isinstance(entry, dict) else None
+            if isinstance(model_id, str) and model_id and not model_id.startswith(_NOT_CHAT):
+                models.append(model_info(self.id, model_id, None, self._known))
+        return models
+
+    # -- chat ----------------------------------------------------------------------------
+
+    def _body(self, request: ChatRequest, stream: bool) -> dict:
+        body: dict = {
+            "model": request.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        }
+        if request.max_tokens is not None:
+            # OpenAI's newer models only take max_completion_tokens; other servers know max_tokens.
+            body["max_completion_tokens" if self.is_openai else "max_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    def _bad(self, what: str) -> ProviderError:
+        return ProviderError(self.id, "bad_response", f"{self.id} sent {what}")
+
+    def complete(self, request: ChatRequest) -> Completion:
+        data = self.http.post_json("/chat/completions", self._body(request, stream=False))
+        try:
+            choice = data["choices"][0]
+            text = _text_of(choice["message"].get("content")) or ""
+            finish = choice.get("finish_reason") or "stop"
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise self._bad("a completion without a message") from None
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
+        return Completion(
+            text=text,
+            model=str(data.get("model") or request.model),
+            usage=self._usage(usage, request, text),
+            finish_reason=finish,
+        )
+
+    def _usage(self, usage: dict | None, request: ChatRequest, text: str) -> Usage:
+        try:
+            return Usage(int(usage["prompt_tokens"]), int(usage["completion_tokens"]))
+        except (TypeError, KeyError, ValueError):
+            # Servers that do not report usage: count roughly, rather than record nothing.
+            prompt = sum(count_tokens(m.content) + 4 for m in request.messages)
+            return Usage(prompt, count_tokens(text))
+
+    def stream(self, request: ChatRequest) -> Iterator[StreamChunk]:
+        response = self.http.request("POST", "/chat/completions", self._body(request, stream=True), stream=True)
+        events = self.http.events(response)
+        text_parts: list[str] = []
+        finish: str | None = None
+        usage: dict | None = None
+        done = False
+        try:
+            for _event, data in events:
+                if data.strip() == "[DONE]":
+                    done = True
+                    break
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    raise self._bad("a stream event that is not JSON") from None
+                if not isinstance(chunk, dict):
+                    raise self._bad("an unexpected stream event")
+                if "error" in chunk:
+                    error = chunk["error"]
+                    message = error.get("message") if isinstance(error, dict) else str(error)
+                    raise ProviderError(self.id, "interrupted", f"{self.id} failed mid-answer: {message}")
+                if isinstance(chunk.get("usage"), dict):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    try:
+                        piece = _text_of(delta.get("content"))
+                    except TypeError:
+                        raise self._bad("a stream event in an unknown shape") from None
+                    if piece:
+                        text_parts.append(piece)
+                        yield StreamChunk(text=piece)
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+        finally:
+            events.close()
+        if not done and finish is None:
+            raise ProviderError(self.id, "interrupted", f"{self.id} ended its answer early")
+        text = "".join(text_parts)
+        yield StreamChunk(usage=self._usage(usage, request, text), finish_reason=finish or "stop")

@@ -1,0 +1,1 @@
+"""Test doubles that stand in for outside services (loopback only, standard library only)."""

@@ -1,0 +1,531 @@
+"""Loopback fakes of the OpenAI Chat Completions and Anthropic Messages HTTP APIs.
+
+The chat service has to be tested against what the providers really put on the wire (JSON
+shapes, SSE framing, error bodies, rate-limit headers) and against the ways real networks
+fail (slow first token, streams cut off halfway, hangs, garbage), without internet access or
+API keys. Each fake is a small standard-library HTTP/1.1 server on 127.0.0.1 that records
+every request and answers as the current `Behaviour` says.
+
+"Tokens" are whitespace-separated words, so tests can predict usage numbers and truncation;
+a reply is streamed one word per chunk, which normalises its whitespace to single spaces.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import select
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
+from urllib.parse import parse_qsl, urlsplit
+
+GARBAGE = b'{"id": "oops", <html><body>502 Bad Gateway</body></html>'
+
+
+@dataclass
+class Behaviour:
+    """How a fake answers one request; GET /v1/models honours status, hang, delay and garbage.
+
+    Every request (models listing included) takes one from `queue` while it is non-empty.
+    `hang` wins over everything; a wrong key still gets its 401 before `status` applies.
+    A stream with `fail_after_chunks` always fails, after the last word if the reply is short.
+    """
+
+    reply: str | None = None  # None: f"Hello from {kind}. You said: {last user message}"
+    status: int | None = None  # answer with this HTTP error status and the provider's body
+    retry_after: float | None = None  # `retry-after` header (seconds) sent with `status`
+    # Stream: wait after the headers and preamble (OpenAI's role chunk; Anthropic's
+    # message_start, content_block_start, ping), before the first word. Else: before answering.
+    first_token_delay: float = 0.0
+    chunk_delay: float = 0.0  # stream: pause between content chunks
+    fail_after_chunks: int | None = None  # stream: break after this many content chunks
+    hang: bool = False  # read the request, never answer (until stop() or the client leaves)
+    garbage: bool = False  # 200 whose body / SSE data is not JSON
+
+
+class _Error(NamedTuple):
+    status: int
+    body: dict
+    headers: list
+
+
+class _Abort(Exception):
+    """Unwinds a request whose connection has to be dropped (stopping, client gone, failure)."""
+
+
+def _text_of(content) -> str:
+    """Message content is a string or a list of typed parts; only text parts carry words."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    return " ".join(p["text"] for p in content if isinstance(p, dict)
+                    and p.get("type") == "text" and isinstance(p.get("text"), str))
+
+
+def _seconds(value: float) -> str:
+    """Retry-After is delta-seconds; clients parse "2" more readily than "2.0"."""
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Transport only (framing, pauses, failure detection); the fakes decide the content."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive and chunked streams, like the real APIs
+
+    def setup(self):
+        super().setup()
+        self.fake: _FakeServer = self.server.fake
+        with self.fake._lock:
+            self.server.open_sockets.add(self.connection)
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            with self.fake._lock:
+                self.server.open_sockets.discard(self.connection)
+
+    def log_message(self, format, *args):  # noqa: A002 - keep test output quiet
+        pass
+
+    def do_GET(self):
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        split = urlsplit(self.path)
+        self.request_id = "req_" + uuid.uuid4().hex[:24]
+        self.behaviour = self.fake._take({
+            "method": self.command, "path": split.path, "query": dict(parse_qsl(split.query)),
+            "headers": {k.lower(): v for k, v in self.headers.items()}, "json": body})
+        try:
+            if self.behaviour.hang:
+                self._hang()
+            else:
+                self.fake._handle(self, split.path, body)
+        except _Abort:
+            self.close_connection = True
+            try:  # the client sees a dropped connection / an incomplete chunked body
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    do_POST = do_GET
+
+    def _hang(self):
+        """Wait for stop() or for the client to close its end, without ever answering."""
+        while not self.server.stopping.wait(0.05):
+            try:
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                if readable and self.connection.recv(1, socket.MSG_PEEK) == b"":
+                    break
+            except OSError:
+                break
+        raise _Abort
+
+    def pause(self, seconds: float):
+        if self.server.stopping.wait(seconds) if seconds > 0 else self.server.stopping.is_set():
+            raise _Abort
+
+    def send_raw(self, status: int, data: bytes, ctype: str, headers=()):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in [(self.fake._id_header, self.request_id), *headers]:
+            self.send_header(name, value)
+        self._write(self.end_headers)
+        self._write(lambda: self.wfile.write(data))
+
+    def send_json(self, status: int, obj, headers=()):
+        self.send_raw(status, json.dumps(obj).encode(), "application/json", headers)
+
+    def _write(self, write, stream: bool = False):
+        """All writes go through here, so a client that went away is counted exactly once."""
+        try:
+            write()
+        except OSError as exc:
+            if stream and isinstance(exc, ConnectionError) and not self.server.stopping.is_set():
+                self.fake._count("disconnects")
+            raise _Abort from exc
+
+    def start_stream(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header(self.fake._id_header, self.request_id)
+        self._write(self.end_headers, stream=True)
+
+    def event(self, data: bytes):
+        """One SSE event per HTTP chunk, on the wire at once (wfile is unbuffered)."""
+        self._write(lambda: self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data)), stream=True)
+
+    def end_stream(self):
+        self._write(lambda: self.wfile.write(b"0\r\n\r\n"), stream=True)
+
+
+class _FakeServer:
+    """What both fakes share: lifecycle, recording, behaviours, token maths, streaming.
+
+    Provider hooks: _chat_path, _id_header, _garbage_events, _error(), _auth_error(h),
+    _forced_error(b), _models_body(), _validate(body) -> _Error or (input texts, last user
+    text, word limit or None), _message(...), _stream_events(...) -> (head, deltas, tail)
+    encoded SSE events, and _fail_stream(h), which must raise _Abort.
+    """
+
+    kind = "provider"
+
+    def __init__(self, models, api_key: str):
+        self.models = list(models)
+        self.api_key = api_key
+        self.requests: list[dict] = []
+        self.behaviour = Behaviour()
+        self.queue: list[Behaviour] = []
+        self.disconnects = self.stream_finished = 0
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self):
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server.daemon_threads = True
+        server.fake, server.stopping, server.open_sockets = self, threading.Event(), set()
+        self._server = server
+        # serve_forever notices shutdown() only between polls: a short interval keeps stop() fast.
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True,
+                                        name=f"{type(self).__name__}-server")
+        self._thread.start()
+        return self
+
+    def stop(self):
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.stopping.set()  # releases hangs and delays
+        server.shutdown()
+        with self._lock:
+            sockets = list(server.open_sockets)
+        for sock in sockets:  # idle keep-alive threads sit in readline() until this
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        server.server_close()
+        self._thread.join(timeout=1)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    def reset(self):
+        with self._lock:
+            self.requests.clear()
+            self.queue.clear()
+            self.disconnects = self.stream_finished = 0
+            self.behaviour = Behaviour()
+
+    def _take(self, record: dict) -> Behaviour:
+        with self._lock:
+            self.requests.append(record)
+            return self.queue.pop(0) if self.queue else self.behaviour
+
+    def _count(self, name: str):
+        with self._lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+    def _handle(self, h: _Handler, path: str, body):
+        b = h.behaviour
+        error = self._auth_error(h) or (self._forced_error(b) if b.status is not None else None)
+        if error is None and (h.command, path) == ("GET", "/v1/models"):
+            h.pause(b.first_token_delay)
+            if b.garbage:
+                return h.send_raw(200, GARBAGE, "application/json")
+            return h.send_json(200, self._models_body())
+        if error is None and (h.command, path) != ("POST", self._chat_path):
+            error = self._error(404, f"Invalid URL ({h.command} {path})", "invalid_request_error")
+        if error is None and not isinstance(body, dict):
+            error = self._error(400, "The request body is not valid JSON.", "invalid_request_error")
+        if error is None:
+            error = self._validate(body)
+            if not isinstance(error, _Error):
+                return self._create(h, body, *error)
+        if "request_id" in error.body:  # Anthropic repeats its request-id header in error bodies
+            error.body["request_id"] = h.request_id
+        h.send_json(*error)
+
+    def _create(self, h: _Handler, body: dict, inputs: list[str], last_user: str, limit):
+        b = h.behaviour
+        reply = b.reply if b.reply is not None else f"Hello from {self.kind}. You said: {last_user}"
+        words = reply.split()
+        truncated = limit is not None and len(words) > limit
+        words = words[:limit] if truncated else words
+        prompt_tokens = sum(len(text.split()) for text in inputs)
+        if not body.get("stream"):
+            h.pause(b.first_token_delay)
+            if b.garbage:
+                return h.send_raw(200, GARBAGE, "application/json")
+            return h.send_json(200, self._message(body["model"], " ".join(words), truncated,
+                                                  prompt_tokens, len(words)))
+        h.start_stream()
+        if b.garbage:
+            tail = self._garbage_events
+        else:
+            pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+            head, deltas, tail = self._stream_events(body, pieces, truncated, prompt_tokens)
+            for event in head:
+                h.event(event)
+            h.pause(b.first_token_delay)
+            fail = b.fail_after_chunks
+            for i, event in enumerate(deltas if fail is None else deltas[:fail]):
+                if i:
+                    h.pause(b.chunk_delay)
+                h.event(event)
+            if fail is not None:  # such a stream never finishes, even if the reply is short
+                self._fail_stream(h)
+        for event in tail:
+            h.event(event)
+        h.end_stream()
+        self._count("stream_finished")
+
+
+class FakeOpenAI(_FakeServer):
+    """OpenAI Chat Completions (https://platform.openai.com/docs/api-reference/chat)."""
+
+    kind = "openai"
+    _chat_path = "/v1/chat/completions"
+    _id_header = "x-request-id"
+    _garbage_events = [b"data: this is not JSON {\n\n", b"data: <html>oops</html>\n\n",
+                       b"data: [DONE]\n\n"]
+    _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+
+    def __init__(self, models=("gpt-4o-mini", "gpt-4o"), api_key="sk-fake-openai"):
+        super().__init__(models, api_key)
+
+    def _error(self, status, message, type_, code=None, param=None, headers=()):
+        error = {"message": message, "type": type_, "param": param, "code": code}
+        return _Error(status, {"error": error}, list(headers))
+
+    def _auth_error(self, h):
+        given = h.headers.get("Authorization", "")
+        key = given[7:] if given.startswith("Bearer ") else ""
+        if key == self.api_key:
+            return None
+        shown = key[:3] + "*" * (len(key) - 7) + key[-4:] if len(key) > 7 else key
+        return self._error(401, f"Incorrect API key provided: {shown}. You can find your API "
+                                "key at https://platform.openai.com/account/api-keys.",
+                           "invalid_request_error", "invalid_api_key")
+
+    def _forced_error(self, b):
+        headers = [] if b.retry_after is None else [("retry-after", _seconds(b.retry_after))]
+        if b.status == 429:
+            headers += [("x-ratelimit-limit-requests", "60"),
+                        ("x-ratelimit-remaining-requests", "0"),
+                        ("x-ratelimit-reset-requests", f"{_seconds(b.retry_after or 1)}s")]
+            return self._error(429, "Rate limit reached for requests", "requests",
+                               "rate_limit_exceeded", headers=headers)
+        if b.status >= 500:
+            message = "The server had an error while processing your request."
+            type_ = "server_error"
+        else:
+            message, type_ = "Invalid request.", "invalid_request_error"
+        return self._error(b.status, message, type_, headers=headers)
+
+    def _models_body(self):
+        return {"object": "list", "data": [
+            {"id": m, "object": "model", "created": 1715367049, "owned_by": "openai"}
+            for m in self.models]}
+
+    def _validate(self, body):
+        model, messages = body.get("model"), body.get("messages")
+        listed = isinstance(messages, list) and all(isinstance(m, dict) for m in messages)
+        limits = [body[n] for n in ("max_completion_tokens", "max_tokens")
+                  if body.get(n) is not None]
+        checks = [  # (failed, message, code, param); the first failure wins
+            (not model, "you must provide a model parameter", None, None),
+            (messages is None, "Missing required parameter: 'messages'.",
+             "missing_required_parameter", "messages"),
+            (not listed or not messages, "Invalid 'messages': empty array. Expected an array with "
+             "minimum length 1, but got an empty array instead.", "empty_array", "messages"),
+            (any(m.get("role") not in self._ROLES for m in messages or []),
+             f"Invalid 'messages[].role'. Supported values are: {sorted(self._ROLES)}.",
+             "invalid_value", "messages"),
+            (not all(_positive_int(n) for n in limits), "Invalid 'max_tokens': integer below "
+             "minimum value. Expected a value >= 1.", "integer_below_min_value", "max_tokens"),
+        ]
+        for failed, message, code, param in checks:
+            if failed:
+                return self._error(400, message, "invalid_request_error", code, param)
+        if model not in self.models:
+            return self._error(404, f"The model `{model}` does not exist or you do not have "
+                                    "access to it.", "invalid_request_error", "model_not_found")
+        texts = [_text_of(m.get("content")) for m in messages]
+        users = [t for m, t in zip(messages, texts) if m["role"] == "user"]
+        return texts, users[-1] if users else "", limits[0] if limits else None
+
+    def _message(self, model, text, truncated, prompt_tokens, completion_tokens):
+        return {
+            "id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion",
+            "created": int(time.time()), "model": model,
+            "choices": [{"index": 0,
+                         "message": {"role": "assistant", "content": text, "refusal": None},
+                         "logprobs": None, "finish_reason": "length" if truncated else "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+            "system_fingerprint": "fp_fake",
+        }
+
+    def _stream_events(self, body, pieces, truncated, prompt_tokens):
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        base = {"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": body["model"],
+                "system_fingerprint": "fp_fake"}
+
+        def chunk(delta, finish=None, usage=None, choices=True):
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            obj = {**base, "choices": [choice] if choices else []}
+            if include_usage:  # the real API then adds "usage": null to every other chunk
+                obj["usage"] = usage
+            return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+        head = [chunk({"role": "assistant", "content": "", "refusal": None})]
+        tail = [chunk({}, "length" if truncated else "stop")]
+        if include_usage:
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(pieces),
+                     "total_tokens": prompt_tokens + len(pieces)}
+            tail.append(chunk(None, usage=usage, choices=False))
+        return head, [chunk({"content": p}) for p in pieces], [*tail, b"data: [DONE]\n\n"]
+
+    def _fail_stream(self, h):
+        raise _Abort  # OpenAI streams just break off: no error event, no final chunk
+
+
+class FakeAnthropic(_FakeServer):
+    """Anthropic Messages (https://docs.anthropic.com/en/api/messages, .../messages-streaming)."""
+
+    kind = "anthropic"
+    _chat_path = "/v1/messages"
+    _id_header = "request-id"
+    _garbage_events = [b"event: message_start\ndata: this is not JSON {\n\n",
+                       b"event: content_block_delta\ndata: <html>oops</html>\n\n"]
+    _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                    403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                    429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+
+    def __init__(self, models=("claude-sonnet-4-5", "claude-haiku-4-5"), api_key="sk-ant-fake"):
+        super().__init__(models, api_key)
+
+    def _error(self, status, message, type_=None, headers=()):
+        fallback = "api_error" if status >= 500 else "invalid_request_error"
+        type_ = self._ERROR_TYPES.get(status, fallback)
+        return _Error(status, {"type": "error", "error": {"type": type_, "message": message},
+                               "request_id": None}, list(headers))
+
+    def _auth_error(self, h):
+        if h.headers.get("x-api-key") != self.api_key:
+            return self._error(401, "invalid x-api-key")
+        if not h.headers.get("anthropic-version"):
+            return self._error(400, "anthropic-version: header is required")
+        return None
+
+    def _forced_error(self, b):
+        headers = [] if b.retry_after is None else [("retry-after", _seconds(b.retry_after))]
+        if b.status == 429:
+            reset = datetime.now(timezone.utc) + timedelta(seconds=b.retry_after or 1)
+            headers += [("anthropic-ratelimit-requests-limit", "50"),
+                        ("anthropic-ratelimit-requests-remaining", "0"),
+                        ("anthropic-ratelimit-requests-reset", f"{reset:%Y-%m-%dT%H:%M:%SZ}")]
+        message = {429: "Number of requests has exceeded your per-minute rate limit.",
+                   529: "Overloaded"}.get(b.status, "Internal server error")
+        return self._error(b.status, message, headers=headers)
+
+    def _models_body(self):
+        def display(model_id: str) -> str:  # "claude-sonnet-4-5" -> "Claude Sonnet 4.5"
+            return re.sub(r"(?<=\d)-(?=\d)", ".", model_id).replace("-", " ").title()
+
+        data = [{"type": "model", "id": m, "display_name": display(m),
+                 "created_at": "2025-01-01T00:00:00Z"} for m in self.models]
+        return {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None}
+
+    def _validate(self, body):
+        model, messages, system = body.get("model"), body.get("messages"), body.get("system")
+        listed = isinstance(messages, list) and all(isinstance(m, dict) for m in messages)
+        roles = [m.get("role") for m in messages] if listed else []
+        checks = [  # in the order the real API reports them; the first failure wins
+            (not model, "model: Field required"),
+            ("max_tokens" not in body, "max_tokens: Field required"),
+            (not _positive_int(body.get("max_tokens", 1)),
+             "max_tokens: Input should be greater than or equal to 1"),
+            (not listed or not messages, "messages: at least one message is required"),
+            ("system" in roles, 'messages: Unexpected role "system". The Messages API accepts '
+             'a top-level `system` parameter, not "system" as an input message role.'),
+            (not set(roles) <= {"user", "assistant"},
+             "messages: roles must be 'user' or 'assistant'"),
+            (listed and not all(isinstance(m.get("content"), (str, list)) for m in messages),
+             "messages: content must be a string or a list of content blocks"),
+            (roles[:1] == ["assistant"], 'messages: first message must use the "user" role'),
+            (not isinstance(system, (str, list, type(None))),
+             "system: Input should be a valid string"),
+        ]
+        problem = next((message for failed, message in checks if failed), None)
+        if problem:
+            return self._error(400, problem)
+        if model not in self.models:
+            return self._error(404, f"model: {model}")
+        users = [_text_of(m["content"]) for m in messages if m["role"] == "user"]
+        texts = [_text_of(system)] + [_text_of(m["content"]) for m in messages]
+        return texts, users[-1], body["max_tokens"]
+
+    def _message(self, model, text, truncated, prompt_tokens, completion_tokens):
+        return {"id": "msg_" + uuid.uuid4().hex[:24], "type": "message", "role": "assistant",
+                "model": model, "content": [{"type": "text", "text": text}],
+                "stop_reason": "max_tokens" if truncated else "end_turn", "stop_sequence": None,
+                "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens}}
+
+    @staticmethod
+    def _event(obj: dict) -> bytes:
+        return f"event: {obj['type']}\ndata: {json.dumps(obj)}\n\n".encode()
+
+    def _stream_events(self, body, pieces, truncated, prompt_tokens):
+        start = self._message(body["model"], "", False, prompt_tokens, 1)
+        start.update(content=[], stop_reason=None)
+        head = [{"type": "message_start", "message": start},
+                {"type": "content_block_start", "index": 0,
+                 "content_block": {"type": "text", "text": ""}},
+                {"type": "ping"}]
+        deltas = [{"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "text_delta", "text": p}} for p in pieces]
+        stop_reason = "max_tokens" if truncated else "end_turn"
+        tail = [{"type": "content_block_stop", "index": 0},
+                {"type": "message_delta", "delta": {"stop_reason": stop_reason,
+                                                    "stop_sequence": None},
+                 "usage": {"output_tokens": len(pieces)}},
+                {"type": "message_stop"}]
+        return tuple([self._event(e) for e in events] for events in (head, deltas, tail))
+
+    def _fail_stream(self, h):
+        """The real API reports mid-stream trouble as an SSE error event, then ends the body."""
+        h.event(self._event({"type": "error",
+                             "error": {"type": "overloaded_error", "message": "Overloaded"}}))
+        h.end_stream()
+        raise _Abort
