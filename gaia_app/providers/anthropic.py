@@ -78,11 +78,10 @@ class AnthropicProvider:
             m.id == llm.default_model for m in declared
         ):
             declared.append(model_info(self.id, llm.default_model, None, ANTHROPIC_MODELS))
-        if not declared:
-            declared = [model_info(self.id, model_id, None, ANTHROPIC_MODELS) for model_id in ANTHROPIC_MODELS]
         self.live = LiveModels(
             self.id, self._fetch_models if declaration.list_models else None, declared,
             llm.model_list_ttl, on_change,
+            fallback=[model_info(self.id, model_id, None, ANTHROPIC_MODELS) for model_id in ANTHROPIC_MODELS],
         )
 
     def list_models(self) -> list[ModelInfo]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import socket
 import threading
 import time
@@ -18,6 +19,8 @@ from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
 from gaia_app.providers.base import ProviderError
+
+log = logging.getLogger(__name__)
 
 # Enough connections for every stream a gevent worker may hold to one provider at once.
 POOL_SIZE = 256
@@ -243,7 +246,8 @@ class ProviderHTTP:
                 except Exception as exc:
                     if "timed out" in str(exc).lower():
                         raise self._fail("timeout", f"{self.provider_id} went silent mid-answer") from None
-                    raise self._fail("interrupted", f"{self.provider_id} broke off its answer: {_short(exc)}") from None
+                    log.info("%s stream broke: %s", self.provider_id, _short(exc))
+                    raise self._fail("interrupted", f"{self.provider_id} broke off its answer (connection lost)") from None
                 if not block:
                     return
                 buffer += block

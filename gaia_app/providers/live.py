@@ -30,14 +30,18 @@ class LiveModels:
         declared: list[ModelInfo],
         ttl: float,
         on_change: Callable[[], None] = lambda: None,
+        fallback: list[ModelInfo] = (),
     ) -> None:
         self.provider_id = provider_id
         self._fetch = fetch
         self._declared = declared
         self._ttl = ttl
         self._on_change = on_change
-        self._models: list[ModelInfo] = list(declared)
-        self._by_id = {model.id: model for model in declared}
+        # Listed until a live list arrives (and while none can be had): the operator's
+        # declared models, else what is known of the provider's usual ones.
+        initial = list(declared) or list(fallback)
+        self._models: list[ModelInfo] = initial
+        self._by_id = {model.id: model for model in initial}
         self._fetched_at: float | None = None
         self._expires_at = 0.0
         self._health = ProviderHealth(status="available" if fetch is None else "unknown")

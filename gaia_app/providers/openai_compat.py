@@ -90,15 +90,13 @@ class OpenAICompatibleProvider:
             m.id == llm.default_model for m in declared
         ):
             declared.append(model_info(self.id, llm.default_model, None, known))
-        if not declared and self.is_openai:
-            # Listed until the live list arrives, and if it cannot be fetched.
-            declared = [model_info(self.id, model_id, None, known) for model_id in known]
         self.live = LiveModels(
             self.id,
             self._fetch_models if declaration.list_models else None,
             declared,
             llm.model_list_ttl,
             on_change,
+            fallback=[model_info(self.id, model_id, None, known) for model_id in known],
         )
 
     # -- catalogue -----------------------------------------------------------------------
