@@ -7,7 +7,9 @@ import os
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
+# gevent: a worker holds many open chat streams (each waits on its provider, not on a CPU),
+# and keeps client connections alive. `sync` and `gthread` remain available.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
@@ -19,15 +21,28 @@ accesslog = "-" if os.environ.get("GAIA_ACCESS_LOG", "") not in ("", "0") else N
 
 
 def on_starting(server):
-    """Check the settings once in the master, so a bad one stops gunicorn with one clear line
-    before any worker starts (instead of every worker failing on its own)."""
+    """Check the settings once, so a bad one stops gunicorn with one clear line before any
+    worker starts (instead of every worker failing on its own).
+
+    The check runs in a forked child: the master itself then never imports the app's
+    libraries, which gevent workers must patch before anything creates locks or sockets.
+    """
     import sys
 
-    from gaia_app import PROJECT_ROOT, instance_path_from
-    from gaia_app.config import ConfigError, load_settings
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            from gaia_app import PROJECT_ROOT, instance_path_from
+            from gaia_app.config import ConfigError, load_settings
 
-    try:
-        load_settings(os.environ, instance_path_from(os.environ), PROJECT_ROOT)
-    except ConfigError as error:
-        print(f"gaia: configuration error: {error}", file=sys.stderr, flush=True)
+            load_settings(os.environ, instance_path_from(os.environ), PROJECT_ROOT)
+        except ConfigError as error:
+            print(f"gaia: configuration error: {error}", file=sys.stderr, flush=True)
+            code = 4
+        except BaseException as error:  # noqa: BLE001 - reported, and the workers will say more
+            print(f"gaia: could not check the configuration: {error!r}", file=sys.stderr, flush=True)
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) == 4:
         sys.exit(4)

@@ -53,6 +53,38 @@ class Client:
             raise CheckFailed(f"{method} {path}: {status} with a body that is not JSON") from None
         return status, payload, elapsed
 
+    def stream_chat(self, conversation_id: str) -> tuple[str, float]:
+        """A streamed answer in the conversation: (its text, ms to the first token)."""
+        body = {"message": "And streamed?", "conversation_id": conversation_id, "stream": True}
+        request = urllib.request.Request(
+            self.base_url + "/api/v0.2/chat", data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json", "Accept": "text/event-stream",
+                     "X-API-Key": self.api_key or ""},
+        )
+        started = time.perf_counter()
+        first_ms = None
+        parts = []
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                for raw_line in response:
+                    line = raw_line.decode().strip()
+                    if line == "event: error":
+                        raise CheckFailed(f"the stream failed: {response.readline().decode().strip()}")
+                    if not line.startswith("data: "):
+                        continue
+                    if line == "data: [DONE]":
+                        return "".join(parts), first_ms or 0.0
+                    choices = json.loads(line[6:]).get("choices") or [{}]
+                    delta = choices[0].get("delta") or {}
+                    if delta.get("content"):
+                        first_ms = first_ms or (time.perf_counter() - started) * 1000
+                        parts.append(delta["content"])
+        except urllib.error.HTTPError as error:
+            raise CheckFailed(f"streamed /api/v0.2/chat is {error.code}: {error.read()[:300]!r}") from None
+        except (urllib.error.URLError, OSError) as error:
+            raise CheckFailed(f"streamed /api/v0.2/chat: {error}") from None
+        raise CheckFailed("the stream ended without data: [DONE]")
+
     def need_key(self) -> None:
         if not self.api_key:
             raise CheckFailed("needs an API key: --api-key KEY or GAIA_API_KEY")
@@ -111,7 +143,15 @@ def check_chat(client: Client) -> str:
     status, body, ms = client.request("POST", "/api/v0.2/chat", {"message": "Hello from the smoke test"})
     _expect(status == 200, f"/api/v0.2/chat is {status}: {body}")
     _expect(bool(body.get("response")), "the chat answer is empty")
-    return f"{body.get('provider')}/{body.get('model')} answered ({ms:.0f} ms)"
+    answered = f"{body.get('provider')}/{body.get('model')} answered ({ms:.0f} ms)"
+    text, first_ms = client.stream_chat(body["conversation_id"])
+    _expect(bool(text), "the streamed answer is empty")
+    status, completion, _ = client.request("POST", "/v1/chat/completions", {
+        "model": body.get("model"), "messages": [{"role": "user", "content": "Hello from the smoke test"}],
+    })
+    _expect(status == 200, f"/v1/chat/completions is {status}: {completion}")
+    _expect(bool(completion["choices"][0]["message"]["content"]), "the /v1 answer is empty")
+    return f"{answered}, streamed (first token {first_ms:.0f} ms), /v1 answered"
 
 
 def check_assets(client: Client) -> str:

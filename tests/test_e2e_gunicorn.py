@@ -1,5 +1,5 @@
 """End to end, as an operator and a client would: `flask --app wsgi db upgrade`,
-`flask --app wsgi create-admin`, then `gunicorn -c gunicorn.conf.py wsgi:app` with two sync
+`flask --app wsgi create-admin`, then `gunicorn -c gunicorn.conf.py wsgi:app` with two gevent
 workers, called over real HTTP on 127.0.0.1. Runs on SQLite and on PostgreSQL (given as the
 `postgres://` URL hosting platforms hand out).
 """
