@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Response, current_app, stream_with_context
-from sqlalchemy import func, literal, or_, select
+from flask import Response, current_app
 
 from blueprints.chat import exchange as exchanges
-from blueprints.chat import routing
+from blueprints.chat import routing, store
 from blueprints.chat.exchange import Exchange
 from blueprints.chat.streaming import ChunkWriter, StreamOutcome, relay_events
 from gaia_app.errors import APIError
-from gaia_app.extensions import db
-from gaia_app.models import DEFAULT_PERSONA_ID, Conversation, Message, Persona, UserPersonaPreference
 from gaia_app.providers.base import ChatMessage
 from gaia_app.security import Principal
 
@@ -32,39 +29,6 @@ def _not_found(what: str, value) -> APIError:
 def _validation(field: str, message: str) -> APIError:
     return APIError(422, message, type="/problems/validation",
                     errors=[{"field": field, "location": "json", "message": message}])
-
-
-def _persona(user_id: uuid.UUID, requested: uuid.UUID | None, fallback: uuid.UUID | None):
-    """(id, system prompt) of the persona to use: one query whichever way it is chosen."""
-    columns = (Persona.id, Persona.system_prompt)
-    if requested is not None:
-        row = db.session.execute(
-            select(*columns).where(
-                Persona.id == requested, or_(Persona.owner_id.is_(None), Persona.owner_id == user_id)
-            )
-        ).first()
-        if row is None:
-            raise _not_found("persona", requested)
-        return row
-    preference = (
-        select(UserPersonaPreference.persona_id)
-        .where(UserPersonaPreference.user_id == user_id)
-        .scalar_subquery()
-    )
-    chosen = func.coalesce(literal(fallback, Persona.id.type), preference, literal(DEFAULT_PERSONA_ID, Persona.id.type))
-    return db.session.execute(select(*columns).where(Persona.id == chosen)).first()
-
-
-def _history(conversation_id: uuid.UUID, limit: int) -> list[ChatMessage]:
-    if limit <= 0:
-        return []
-    rows = db.session.execute(
-        select(Message.role, Message.content)
-        .where(Message.conversation_id == conversation_id)
-        .order_by(Message.created_at.desc(), Message.id.desc())
-        .limit(limit)
-    ).all()
-    return [ChatMessage(role, content) for role, content in reversed(rows)]
 
 
 def _estimated_tokens(text: str) -> int:
@@ -98,19 +62,12 @@ def prepare(principal: Principal, args: dict) -> Exchange:
 
     user_id = principal.user_id
     conversation_id = args.get("conversation_id")
-    conversation_persona = None
-    history: list[ChatMessage] = []
-    if conversation_id is not None:
-        row = db.session.execute(
-            select(Conversation.persona_id).where(
-                Conversation.id == conversation_id, Conversation.user_id == user_id
-            )
-        ).first()
-        if row is None:
-            raise _not_found("conversation", conversation_id)
-        conversation_persona = row.persona_id
-        history = _history(conversation_id, llm.history_messages)
-    persona = _persona(user_id, args.get("persona_id"), conversation_persona)
+    context = store.read_context(user_id, conversation_id, args.get("persona_id"), llm.history_messages)
+    if context is None:
+        raise _not_found("conversation", conversation_id)
+    persona, history = context
+    if persona is None and args.get("persona_id") is not None:
+        raise _not_found("persona", args["persona_id"])
 
     system = [ChatMessage("system", persona.system_prompt)] if persona and persona.system_prompt else []
     window = target.model.context_window
@@ -121,7 +78,6 @@ def prepare(principal: Principal, args: dict) -> Exchange:
         if budget < 0:
             raise _validation("message", f"The message does not fit the context window of {target.label}.")
     history = _fit_history(history, budget)
-    db.session.commit()  # end the read transaction before the (slow) provider call
     return Exchange(
         principal=principal,
         kind="chat",

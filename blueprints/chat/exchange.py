@@ -17,11 +17,12 @@ from datetime import datetime, timedelta
 from flask import current_app
 
 from blueprints.chat import routing
+from blueprints.chat import store as store_exchange
 from blueprints.chat.routing import Target
 from blueprints.chat.streaming import StreamOutcome, StreamRelay
 from gaia_app.errors import APIError
 from gaia_app.extensions import db
-from gaia_app.models import Conversation, Message, utcnow
+from gaia_app.models import utcnow
 from gaia_app.providers.base import ChatMessage, ChatRequest, Completion, ModelInfo, ProviderError, Usage
 from gaia_app.providers.local import count_tokens
 from gaia_app.security import Principal
@@ -133,50 +134,25 @@ def _estimate(exchange: Exchange, text: str) -> Usage:
 
 
 def store(exchange: Exchange, target: Target, text: str, usage: Usage) -> None:
-    """The user's message and the answer, in one transaction (nothing half-stored)."""
+    """The user's message and the answer, together (nothing half-stored)."""
     if exchange.conversation_id is None:
         return
-    now = utcnow()
-    answered_at = max(now, exchange.user_message_at + timedelta(microseconds=1))
-    conversations = Conversation.__table__
-    try:
-        if exchange.new_conversation:
-            db.session.execute(conversations.insert().values(
-                id=exchange.conversation_id,
-                user_id=exchange.principal.user_id,
-                persona_id=exchange.persona_id,
-                title=_title(exchange.user_message or ""),
-                model=target.label,
-                message_count=2,
-                created_at=exchange.user_message_at,
-                updated_at=answered_at,
-            ))
-        else:
-            updated = db.session.execute(
-                conversations.update()
-                .where(conversations.c.id == exchange.conversation_id)
-                .values(message_count=conversations.c.message_count + 2, updated_at=answered_at,
-                        model=target.label)
-            )
-            if updated.rowcount == 0:
-                # Deleted while the answer was being written: nothing to add to.
-                db.session.rollback()
-                return
-        db.session.execute(Message.__table__.insert(), [
-            # Same keys in both rows: an executemany takes its columns from the first.
-            {"id": uuid.uuid4(), "conversation_id": exchange.conversation_id, "role": "user",
-             "content": exchange.user_message, "provider": None, "model": None,
-             "prompt_tokens": None, "completion_tokens": None,
-             "created_at": exchange.user_message_at},
-            {"id": uuid.uuid4(), "conversation_id": exchange.conversation_id, "role": "assistant",
-             "content": text, "provider": target.provider.id, "model": target.model.id,
-             "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-             "created_at": answered_at},
-        ])
-        db.session.commit()
-    except Exception:
-        db.session.rollback()
-        raise
+    store_exchange.save_exchange(
+        new=exchange.new_conversation,
+        conversation_id=exchange.conversation_id,
+        user_id=exchange.principal.user_id,
+        persona_id=exchange.persona_id,
+        title=_title(exchange.user_message or ""),
+        question=exchange.user_message or "",
+        asked_at=exchange.user_message_at,
+        answer=text,
+        # After the question, even on a clock that did not move: history is ordered by time.
+        answered_at=max(utcnow(), exchange.user_message_at + timedelta(microseconds=1)),
+        provider=target.provider.id,
+        model=target.model.id,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+    )
 
 
 def _title(message: str) -> str:
