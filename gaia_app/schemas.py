@@ -1,6 +1,28 @@
 """Schemas shared by every service (the problem body, common query arguments)."""
 
-from marshmallow import Schema, fields
+from marshmallow import Schema, ValidationError, fields
+
+
+def text_problem(value: str) -> str | None:
+    """Why a string cannot be stored as text everywhere (PostgreSQL refuses NUL), or None."""
+    if "\x00" in value:
+        return "Text may not contain NUL (\\u0000) characters."
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "Text must be valid Unicode (it has a lone surrogate)."
+    return None
+
+
+class SafeString(fields.String):
+    """A string every database and provider accepts: no NUL, no lone surrogates."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        problem = text_problem(value)
+        if problem:
+            raise ValidationError(problem)
+        return value
 
 
 class FieldProblemSchema(Schema):

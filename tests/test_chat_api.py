@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from gaia_app.extensions import db
 from gaia_app.models import DEFAULT_PERSONA_ID, ApiKey, Message, Persona, UsageEvent, User
-from gaia_app.providers.base import ChatMessage, ChatRequest, ProviderError
+from gaia_app.providers.base import ChatMessage, ChatRequest, ProviderError, StreamChunk
 from gaia_app.providers.local import LocalProvider
 from tests.conftest import make_app, problem_of, upgrade
 
@@ -357,8 +357,8 @@ def test_streamed_answer(app, client, headers, usage):
     assert all(c["object"] == "chat.completion.chunk" and c["model"] == "gaia-local" for c in chunks)
     assert len({c["id"] for c in chunks}) == 1 and chunks[0]["id"].startswith("chatcmpl-")
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
-    text_ = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
-    assert text_ == plain["response"]
+    answer_text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert answer_text == plain["response"]
     assert len(chunks) > 3  # word by word
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
 
@@ -430,7 +430,7 @@ def test_a_stream_broken_midway_ends_with_an_error_event_and_stores_nothing(app,
     local = app.extensions["gaia"].providers.get("local")
 
     def breaks(request):
-        yield from (c for c in [type(next(iter(LocalProvider().stream(request))))(text="Once")])
+        yield StreamChunk(text="Once")
         raise ProviderError("local", "interrupted", "The connection broke.")
 
     monkeypatch.setattr(local, "stream", breaks)
@@ -520,10 +520,10 @@ def test_invalid_requests_are_422_and_store_nothing(app, client, headers, payloa
 def test_bodies_that_are_not_a_chat_request(app, client, headers):
     alice = headers()
     json_headers = {**alice, "Content-Type": "application/json"}
-    for raw in ("{", '{"message": "hi"', "not json", ""):
+    for raw in ("{", '{"message": "hi"', "not json", "{\"message\": \"hi\",}"):
         body = problem_of(client.post(CHAT, data=raw, headers=json_headers), 400)
         assert body["type"] == "/problems/malformed-json"
-    for raw in ("[1, 2]", '"hi"', "42", "null", '[{"message": "hi"}]'):
+    for raw in ("[1, 2]", '"hi"', "42", "null", '[{"message": "hi"}]', ""):
         problem_of(client.post(CHAT, data=raw, headers=json_headers), 422)
     huge = json.dumps({"message": "x" * (1024 * 1024)})
     body = problem_of(client.post(CHAT, data=huge, headers=json_headers), 413)
@@ -573,7 +573,8 @@ def test_limits_of_a_deployment(app, limited_app, headers):
 # -- cost -----------------------------------------------------------------------------------
 
 
-def test_a_chat_on_a_long_conversation_costs_a_fixed_number_of_queries(app, client, headers, count_queries):
+def test_a_chat_on_a_long_conversation_costs_a_fixed_number_of_queries(app, backend, client, headers,
+                                                                       count_queries):
     alice = headers()
     conversation_id = chat(client, alice, "Start")["conversation_id"]  # credentials cached from here on
     with count_queries() as short:
@@ -583,7 +584,76 @@ def test_a_chat_on_a_long_conversation_costs_a_fixed_number_of_queries(app, clie
     with count_queries() as long:
         answer = chat(client, alice, "Last", conversation_id=conversation_id)
     assert answer["conversation_id"] == conversation_id
-    # 1. the conversation (owner check, its persona); 2. its history; 3. the persona;
-    # 4. UPDATE conversations (message_count, updated_at, model); 5. INSERT both messages.
-    # Usage events and the key's last use are written later, in batches.
-    assert len(long) == len(short) == 5, long.statements
+    # Credentials come from the cache; usage events and the key's last use are written later,
+    # in batches. Then (blueprints/chat/store.py):
+    # 1. the conversation joined to its last messages (owner check, its persona, the history);
+    # 2. the persona (the conversation's, else the user's chosen one, else Mu);
+    # 3. PostgreSQL: one statement updating the conversation and inserting both messages;
+    #    SQLite: 3. UPDATE conversations, 4. INSERT both messages (one multi-row VALUES).
+    want = {"postgresql": 3, "sqlite": 4}[backend]
+    assert len(long) == len(short) == want, long.statements
+
+
+
+
+def test_history_is_trimmed_to_the_context_window(app, client, headers):
+    alice = headers()
+    long_message = "word " * 2400  # 12000 characters: about 4000 tokens by Gaia's generous estimate
+    first = chat(client, alice, long_message)
+    assert first["usage"]["prompt_tokens"] == expected(long_message, system=system_prompt(app)).usage.prompt_tokens
+    # gaia-local-mini has a 4096-token window: the long turn no longer fits, the newer answer does.
+    second = chat(client, alice, "short", conversation_id=first["conversation_id"], model="gaia-local-mini")
+    want = expected(("assistant", first["response"]), "short", system=system_prompt(app), model="gaia-local-mini")
+    assert second["response"] == want.text
+    assert second["usage"]["prompt_tokens"] == want.usage.prompt_tokens
+
+    before = stored_counts(app)
+    body = problem_of(client.post(CHAT, json={"message": "w " * 12000, "model": "gaia-local-mini"},
+                                  headers=alice), 422)
+    assert "context window" in body["detail"] and body["errors"][0]["field"] == "message"
+    assert stored_counts(app) == before
+
+
+# -- text every database stores; connections not held while a provider thinks ---------------
+
+
+def test_a_nul_character_in_the_message_is_422_and_stores_nothing(app, client, headers, usage):
+    alice = headers()
+    for stream in (False, True):
+        response = client.post(CHAT, json={"message": "hi\x00there", "stream": stream}, headers=alice)
+        body = problem_of(response, 422)
+        assert [e["field"] for e in body["errors"]] == ["message"]
+    assert stored_counts(app) == (0, 0)
+
+
+def test_a_lone_surrogate_in_the_message_is_422(app, client, headers):
+    alice = {**headers(), "Content-Type": "application/json"}
+    for stream in ("false", "true"):
+        response = client.post(CHAT, data='{"message": "hi \\ud800 there", "stream": %s}' % stream, headers=alice)
+        body = problem_of(response, 422)
+        assert [e["field"] for e in body["errors"]] == ["message"]
+    assert stored_counts(app) == (0, 0)
+
+
+def test_no_database_connection_is_held_during_the_provider_call(app, client, headers, monkeypatch):
+    alice = headers()
+    local = app.extensions["gaia"].providers.get("local")
+    complete, stream = local.complete, local.stream
+    held = []
+
+    def spy_complete(request):
+        held.append(db.engine.pool.checkedout())
+        return complete(request)
+
+    def spy_stream(request):
+        held.append(db.engine.pool.checkedout())  # the relay's thread, while the view waits
+        yield from stream(request)
+
+    monkeypatch.setattr(local, "complete", spy_complete)
+    monkeypatch.setattr(local, "stream", spy_stream)
+    app.extensions["gaia"].authenticator.cache.clear()
+    chat(client, alice)  # credentials looked up in the database
+    chat(client, alice)  # credentials cached
+    app.extensions["gaia"].authenticator.cache.clear()
+    assert client.post(CHAT, json={"message": "hi", "stream": True}, headers=alice).status_code == 200
+    assert held == [0, 0, 0]

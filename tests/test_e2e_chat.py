@@ -173,7 +173,7 @@ def test_open_streams_do_not_block_other_requests(chat_deployment, fakes):
         deadline = time.monotonic() + 10
         while len(fake_openai.requests) < 60 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(fake_openai.requests) == 60  # every stream is waiting on the provider
+        assert len(fake_openai.requests) == 60, chat_deployment.server.log()[-3000:]  # every stream is waiting on the provider
         started = time.monotonic()
         quick = post_chat(chat_deployment, {"message": "meanwhile", "model": "gaia-local"}, timeout=5)
         live = requests.get(chat_deployment.server.url + "/health/live", proxies=NO_PROXY, timeout=5)

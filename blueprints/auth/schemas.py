@@ -3,28 +3,29 @@ from datetime import timezone
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from gaia_app.passwords import MAX_LENGTH as MAX_PASSWORD
+from gaia_app.schemas import SafeString
 from gaia_app.security import SCOPES
 
 RATE_PATTERN = r"^\d{1,7}/(second|minute|hour|day)$"
 
 
 class CredentialsSchema(Schema):
-    email = fields.String(required=True, validate=validate.Length(min=3, max=320))
+    email = SafeString(required=True, validate=validate.Length(min=3, max=320))
     # Longer than the policy allows is refused here, before any hashing work.
-    password = fields.String(required=True, validate=validate.Length(min=1, max=MAX_PASSWORD))
+    password = SafeString(required=True, validate=validate.Length(min=1, max=MAX_PASSWORD))
 
 
 class RegisterSchema(CredentialsSchema):
-    name = fields.String(validate=validate.Length(max=200))
+    name = SafeString(validate=validate.Length(max=200))
 
 
 class RefreshSchema(Schema):
-    refresh_token = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    refresh_token = SafeString(required=True, validate=validate.Length(min=1, max=200))
 
 
 class ValidateSchema(Schema):
-    token = fields.String(validate=validate.Length(min=1, max=8192))
-    api_key = fields.String(validate=validate.Length(min=1, max=200))
+    token = SafeString(validate=validate.Length(min=1, max=8192))
+    api_key = SafeString(validate=validate.Length(min=1, max=200))
 
     @validates_schema
     def exactly_one(self, data, **kwargs):
@@ -34,8 +35,8 @@ class ValidateSchema(Schema):
 
 class UserSchema(Schema):
     id = fields.UUID()
-    email = fields.String()
-    name = fields.String(allow_none=True)
+    email = SafeString()
+    name = SafeString(allow_none=True)
     is_active = fields.Boolean()
     is_admin = fields.Boolean()
     created_at = fields.DateTime()
@@ -43,9 +44,9 @@ class UserSchema(Schema):
 
 
 class TokenPairSchema(Schema):
-    access_token = fields.String()
-    refresh_token = fields.String()
-    token_type = fields.String(metadata={"example": "bearer"})
+    access_token = SafeString()
+    refresh_token = SafeString()
+    token_type = SafeString(metadata={"example": "bearer"})
     expires_in = fields.Integer(metadata={"description": "Seconds the access token lives"})
 
 
@@ -55,27 +56,27 @@ class RegisteredSchema(TokenPairSchema):
 
 class ValidationResultSchema(Schema):
     valid = fields.Boolean()
-    auth_type = fields.String(allow_none=True)
+    auth_type = SafeString(allow_none=True)
     user_id = fields.UUID(allow_none=True)
-    scopes = fields.List(fields.String())
+    scopes = fields.List(SafeString())
     expires_at = fields.DateTime(allow_none=True)
-    reason = fields.String()
+    reason = SafeString()
 
 
 class MeSchema(UserSchema):
-    auth_type = fields.String()
-    scopes = fields.List(fields.String())
+    auth_type = SafeString()
+    scopes = fields.List(SafeString())
     key_id = fields.UUID(allow_none=True)
 
 
 class KeySchema(Schema):
     id = fields.UUID()
     user_id = fields.UUID()
-    name = fields.String()
-    hint = fields.String(metadata={"example": "gaia_dev_...a1B2"})
-    scopes = fields.List(fields.String())
-    state = fields.String(metadata={"description": "active, expired or revoked"})
-    rate_limit = fields.String(allow_none=True)
+    name = SafeString()
+    hint = SafeString(metadata={"example": "gaia_dev_...a1B2"})
+    scopes = fields.List(SafeString())
+    state = SafeString(metadata={"description": "active, expired or revoked"})
+    rate_limit = SafeString(allow_none=True)
     expires_at = fields.DateTime(allow_none=True)
     last_used_at = fields.DateTime(allow_none=True)
     revoked_at = fields.DateTime(allow_none=True)
@@ -84,7 +85,7 @@ class KeySchema(Schema):
 
 
 class CreatedKeySchema(KeySchema):
-    key = fields.String(metadata={"description": "The key itself: shown only in this response"})
+    key = SafeString(metadata={"description": "The key itself: shown only in this response"})
 
 
 class RotatedKeySchema(CreatedKeySchema):
@@ -93,12 +94,12 @@ class RotatedKeySchema(CreatedKeySchema):
 
 
 class KeyCreateSchema(Schema):
-    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    name = SafeString(required=True, validate=validate.Length(min=1, max=100))
     scopes = fields.List(
-        fields.String(validate=validate.OneOf(SCOPES)), validate=validate.Length(min=1, max=len(SCOPES))
+        SafeString(validate=validate.OneOf(SCOPES)), validate=validate.Length(min=1, max=len(SCOPES))
     )
     expires_at = fields.AwareDateTime(default_timezone=timezone.utc)
-    rate_limit = fields.String(validate=validate.Regexp(RATE_PATTERN))
+    rate_limit = SafeString(validate=validate.Regexp(RATE_PATTERN))
 
 
 class KeyRotateSchema(Schema):
@@ -107,7 +108,7 @@ class KeyRotateSchema(Schema):
 
 class PageQuerySchema(Schema):
     limit = fields.Integer(validate=validate.Range(min=1, max=200))
-    cursor = fields.String(validate=validate.Length(max=200))
+    cursor = SafeString(validate=validate.Length(max=200))
 
 
 class KeyListQuerySchema(PageQuerySchema):
@@ -116,27 +117,27 @@ class KeyListQuerySchema(PageQuerySchema):
 
 class KeyListSchema(Schema):
     keys = fields.List(fields.Nested(KeySchema))
-    next_cursor = fields.String(allow_none=True)
+    next_cursor = SafeString(allow_none=True)
 
 
 class UserListQuerySchema(PageQuerySchema):
-    email = fields.String(validate=validate.Length(max=320))
+    email = SafeString(validate=validate.Length(max=320))
 
 
 class UserListSchema(Schema):
     users = fields.List(fields.Nested(UserSchema))
-    next_cursor = fields.String(allow_none=True)
+    next_cursor = SafeString(allow_none=True)
 
 
 class UserCreateSchema(Schema):
-    email = fields.String(required=True, validate=validate.Length(min=3, max=320))
-    name = fields.String(validate=validate.Length(max=200))
-    password = fields.String(validate=validate.Length(min=1, max=MAX_PASSWORD))
+    email = SafeString(required=True, validate=validate.Length(min=3, max=320))
+    name = SafeString(validate=validate.Length(max=200))
+    password = SafeString(validate=validate.Length(min=1, max=MAX_PASSWORD))
     is_admin = fields.Boolean(load_default=False)
 
 
 class UserUpdateSchema(Schema):
-    name = fields.String(validate=validate.Length(max=200))
-    password = fields.String(validate=validate.Length(min=1, max=MAX_PASSWORD))
+    name = SafeString(validate=validate.Length(max=200))
+    password = SafeString(validate=validate.Length(min=1, max=MAX_PASSWORD))
     is_admin = fields.Boolean()
     is_active = fields.Boolean()

@@ -74,8 +74,15 @@ def check_max_tokens(max_tokens: int | None, model: ModelInfo, field_name: str =
 # -- not streamed -------------------------------------------------------------------------
 
 
+def _release_connection() -> None:
+    """No database connection is held while a provider thinks (authentication may have used
+    one): under load, waiting requests holding connections would starve the pool."""
+    db.session.close()
+
+
 def complete(exchange: Exchange) -> tuple[Target, Completion]:
     """Ask the providers in turn; store and record. Raises a problem when none answers."""
+    _release_connection()
     try:
         target, completion = routing.complete(exchange.targets, exchange.request_for)
     except ProviderError as error:
@@ -95,6 +102,7 @@ def open_stream(exchange: Exchange):
     A failure of every provider before anything was sent is raised as a problem (a real HTTP
     status, with Retry-After); otherwise returns (relay, first event or None).
     """
+    _release_connection()
     relay = StreamRelay(exchange.targets, exchange.request_for)
     first = relay.next(current_app.extensions["gaia"].settings.llm.stream_keepalive)
     if first is not None and first[0] == "error" and not first[2]:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from marshmallow import Schema, ValidationError, fields, pre_dump, validate, validates_schema
 
 from blueprints.chat.conversations import DEFAULT_MESSAGE_LIMIT, MAX_MESSAGE_LIMIT
+from gaia_app.schemas import SafeString
 
 MAX_TRAITS = 32
 MAX_TRAITS_BYTES = 8 * 1024
@@ -39,12 +40,12 @@ def _name(**kwargs) -> fields.Field:
 
 
 def _system_prompt(**kwargs) -> fields.Field:
-    return fields.String(validate=[validate.Length(min=1, max=16000), _has_text], **kwargs)
+    return SafeString(validate=[validate.Length(min=1, max=16000), _has_text], **kwargs)
 
 
 def _traits() -> fields.Field:
     return fields.Dict(
-        keys=fields.String(validate=validate.Length(min=1, max=100)),
+        keys=SafeString(validate=validate.Length(min=1, max=100)),
         values=fields.Raw(allow_none=True),
         validate=_traits_fit,
         metadata={"description": f"A JSON object: at most {MAX_TRAITS} keys and 8 KiB"},
@@ -53,7 +54,7 @@ def _traits() -> fields.Field:
 
 class PersonaCreateSchema(Schema):
     name = _name(required=True)
-    description = fields.String(validate=validate.Length(max=2000))
+    description = SafeString(validate=validate.Length(max=2000))
     system_prompt = _system_prompt(required=True)
     traits = _traits()
 
@@ -62,7 +63,7 @@ class PersonaUpdateSchema(Schema):
     """Any of the fields of PersonaCreateSchema, at least one."""
 
     name = _name()
-    description = fields.String(validate=validate.Length(max=2000))
+    description = SafeString(validate=validate.Length(max=2000))
     system_prompt = _system_prompt()
     traits = _traits()
 
@@ -76,9 +77,9 @@ class PersonaUpdateSchema(Schema):
 
 class PersonaSchema(Schema):
     id = fields.UUID()
-    name = fields.String()
-    description = fields.String()
-    system_prompt = fields.String()
+    name = SafeString()
+    description = SafeString()
+    system_prompt = SafeString()
     traits = fields.Dict()
     is_default = fields.Boolean()
     built_in = fields.Boolean(metadata={"description": "Built in (no owner): every user sees it"})
@@ -101,7 +102,7 @@ class PersonaListSchema(Schema):
 
 class CurrentPersonaSchema(Schema):
     persona = fields.Nested(PersonaSchema)
-    source = fields.String(metadata={"description": "preference or default"})
+    source = SafeString(metadata={"description": "preference or default"})
 
 
 class SetPersonaSchema(Schema):
@@ -113,7 +114,7 @@ class SetPersonaSchema(Schema):
 
 class ConversationListQuerySchema(Schema):
     limit = fields.Integer(validate=validate.Range(min=1, max=200))
-    cursor = fields.String(validate=validate.Length(max=200))
+    cursor = SafeString(validate=validate.Length(max=200))
 
 
 class ConversationCreateSchema(Schema):
@@ -133,9 +134,9 @@ class ConversationQuerySchema(Schema):
 
 class ConversationSchema(Schema):
     id = fields.UUID()
-    title = fields.String()
+    title = SafeString()
     persona_id = fields.UUID(allow_none=True)
-    model = fields.String(allow_none=True, metadata={"description": "<provider>/<model> that answered last"})
+    model = SafeString(allow_none=True, metadata={"description": "<provider>/<model> that answered last"})
     message_count = fields.Integer()
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
@@ -143,7 +144,7 @@ class ConversationSchema(Schema):
 
 class ConversationListSchema(Schema):
     conversations = fields.List(fields.Nested(ConversationSchema))
-    next_cursor = fields.String(allow_none=True)
+    next_cursor = SafeString(allow_none=True)
 
 
 class UsageSchema(Schema):
@@ -154,10 +155,10 @@ class UsageSchema(Schema):
 
 class MessageSchema(Schema):
     id = fields.UUID()
-    role = fields.String(metadata={"description": "user or assistant"})
-    content = fields.String()
-    provider = fields.String(allow_none=True)
-    model = fields.String(allow_none=True)
+    role = SafeString(metadata={"description": "user or assistant"})
+    content = SafeString()
+    provider = SafeString(allow_none=True)
+    model = SafeString(allow_none=True)
     usage = fields.Nested(UsageSchema, allow_none=True)
     created_at = fields.DateTime()
 

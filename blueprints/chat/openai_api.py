@@ -23,6 +23,7 @@ from blueprints.chat.exchange import Exchange
 from blueprints.chat.streaming import ChunkWriter, StreamOutcome, relay_events
 from gaia_app.errors import APIError
 from gaia_app.providers.base import ChatMessage
+from gaia_app.schemas import text_problem
 from gaia_app.security import current_principal, require_auth
 
 blp = Blueprint("openai", __name__, url_prefix="/v1", description="OpenAI-compatible API")
@@ -97,6 +98,9 @@ def _messages(body: dict) -> list[ChatMessage]:
             content = "".join(part["text"] for part in content)
         if not isinstance(content, str):
             raise _invalid(f"{param}.content must be a string or an array of text parts.", f"{param}.content")
+        problem = text_problem(content)
+        if problem:
+            raise _invalid(f"{param}.content: {problem}", f"{param}.content")
         if len(content) > llm.max_message_chars:
             raise _invalid(f"{param}.content is longer than {llm.max_message_chars} characters.", f"{param}.content")
         found.append(ChatMessage(ROLES[message["role"]], content))

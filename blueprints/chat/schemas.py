@@ -1,19 +1,21 @@
 from marshmallow import RAISE, Schema, fields, validate
 
+from gaia_app.schemas import SafeString
+
 CAPABILITIES = ("chat", "streaming", "vision", "tools", "embeddings")
 
 
 class PricingSchema(Schema):
-    currency = fields.String()
+    currency = SafeString()
     input_per_million_tokens = fields.Float(allow_none=True)
     output_per_million_tokens = fields.Float(allow_none=True)
 
 
 class ModelSchema(Schema):
-    id = fields.String(required=True)
-    name = fields.String()
-    provider = fields.String()
-    capabilities = fields.List(fields.String())
+    id = SafeString(required=True)
+    name = SafeString()
+    provider = SafeString()
+    capabilities = fields.List(SafeString())
     context_window = fields.Integer(allow_none=True)
     max_tokens = fields.Integer(allow_none=True)
     pricing = fields.Nested(PricingSchema, allow_none=True)
@@ -25,16 +27,16 @@ class ModelListSchema(Schema):
 
 
 class ModelQuerySchema(Schema):
-    provider = fields.String(validate=validate.Length(min=1, max=64))
-    capability = fields.String(validate=validate.OneOf(CAPABILITIES))
+    provider = SafeString(validate=validate.Length(min=1, max=64))
+    capability = SafeString(validate=validate.OneOf(CAPABILITIES))
 
 
 class ProviderSchema(Schema):
-    id = fields.String()
-    name = fields.String()
-    status = fields.String(metadata={"description": "available, degraded or unavailable"})
-    models = fields.List(fields.String(), metadata={"description": "The provider's model ids"})
-    capabilities = fields.List(fields.String())
+    id = SafeString()
+    name = SafeString()
+    status = SafeString(metadata={"description": "available, degraded or unavailable"})
+    models = fields.List(SafeString(), metadata={"description": "The provider's model ids"})
+    capabilities = fields.List(SafeString())
 
 
 class ProviderDetailSchema(ProviderSchema):
@@ -47,22 +49,22 @@ class ProviderListSchema(Schema):
 
 
 class ProviderHealthSchema(Schema):
-    id = fields.String()
-    status = fields.String()
+    id = SafeString()
+    status = SafeString()
     latency_ms = fields.Float(allow_none=True)
-    detail = fields.String(allow_none=True)
+    detail = SafeString(allow_none=True)
 
 
 class ChatRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    message = fields.String(required=True, metadata={"description": "The user's new message."})
-    model = fields.String(
+    message = SafeString(required=True, metadata={"description": "The user's new message."})
+    model = SafeString(
         validate=validate.Length(min=1, max=200),
         metadata={"description": "A model id, or `provider/model`; the deployment's default if absent."},
     )
-    provider = fields.String(validate=validate.Length(min=1, max=64))
+    provider = SafeString(validate=validate.Length(min=1, max=64))
     persona_id = fields.UUID(metadata={"description": "Else the conversation's, the user's chosen or the default persona."})
     conversation_id = fields.UUID(metadata={"description": "Continue this conversation; a new one when absent."})
     stream = fields.Boolean(load_default=False)
@@ -81,11 +83,11 @@ class TokenUsageSchema(Schema):
 
 
 class ChatResponseSchema(Schema):
-    response = fields.String()
-    provider = fields.String()
-    model = fields.String()
+    response = SafeString()
+    provider = SafeString()
+    model = SafeString()
     conversation_id = fields.UUID()
     persona_id = fields.UUID(allow_none=True)
-    finish_reason = fields.String(metadata={"description": "stop or length"})
+    finish_reason = SafeString(metadata={"description": "stop or length"})
     usage = fields.Nested(TokenUsageSchema)
     response_time_ms = fields.Float()
