@@ -7,11 +7,12 @@ import uuid
 from collections import deque
 
 from flask import Flask
-from sqlalchemy import insert
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 
 from gaia_app.batching import BackgroundBatcher
 from gaia_app.extensions import db
-from gaia_app.models import UsageEvent, utcnow
+from gaia_app.models import ApiKey, UsageEvent, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,31 @@ class UsageRecorder(BackgroundBatcher):
             return 0
         try:
             with self._app.app_context():
-                with db.engine.begin() as connection:
-                    connection.execute(insert(UsageEvent), batch)
+                try:
+                    with db.engine.begin() as connection:
+                        connection.execute(insert(UsageEvent), batch)
+                except IntegrityError:
+                    # A user or key deleted since the request: keep the event, without the link.
+                    with db.engine.begin() as connection:
+                        connection.execute(insert(UsageEvent), _unlink_missing(connection, batch))
         except Exception:
             # Back to the front of the queue, in order, so an outage loses nothing.
             self._pending.extendleft(reversed(batch))
             raise
         return len(batch) + (self.flush() if self._pending else 0)
+
+
+def _unlink_missing(connection, batch: list[dict]) -> list[dict]:
+    users = {row["user_id"] for row in batch if row.get("user_id")}
+    keys = {row["api_key_id"] for row in batch if row.get("api_key_id")}
+    found_users = set(connection.execute(select(User.id).where(User.id.in_(users))).scalars()) if users else set()
+    found_keys = set(connection.execute(select(ApiKey.id).where(ApiKey.id.in_(keys))).scalars()) if keys else set()
+    fixed = []
+    for row in batch:
+        row = dict(row)
+        if row.get("user_id") not in found_users:
+            row["user_id"] = None
+        if row.get("api_key_id") not in found_keys:
+            row["api_key_id"] = None
+        fixed.append(row)
+    return fixed

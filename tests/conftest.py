@@ -124,6 +124,7 @@ def make_app(database_url: str, tmp_path_factory, **overrides):
     app = create_app(settings)
     # No flush thread (nor flush at exit, into databases dropped by then): tests flush.
     app.extensions["gaia"].authenticator.last_used.background = False
+    app.extensions["gaia"].usage.background = False
     return app
 
 

@@ -57,3 +57,42 @@ def test_unreachable_or_unconfigured_service_is_a_clear_error(database_url, tmp_
     response = alone.get("/api/v0.2/providers")
     assert response.status_code == 503
     assert "CHAT_SERVICE_URL" in response.get_json(force=True)["detail"]
+
+
+@pytest.fixture
+def slow_openai():
+    from tests.fakes.llm_servers import Behaviour, FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        fake.behaviour = Behaviour(reply=" ".join(f"w{i}" for i in range(12)), chunk_delay=0.15)
+        yield fake
+
+
+def test_a_chat_stream_passes_through_the_gateway_as_it_is_made(
+    database_url, tmp_path_factory, _session_app, slow_openai, make
+):
+    import time
+
+    chat = make_app(database_url, tmp_path_factory, SERVICE_NAME="chat",
+                    OPENAI_API_KEY=slow_openai.api_key, OPENAI_BASE_URL=slow_openai.url + "/v1")
+    server = make_server("127.0.0.1", 0, chat, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gateway = make_app(database_url, tmp_path_factory, SERVICE_NAME="gateway",
+                           CHAT_SERVICE_URL=f"http://127.0.0.1:{server.server_port}").test_client()
+        started = time.monotonic()
+        response = gateway.post("/api/v0.2/chat", json={"message": "hi", "model": "gpt-4o", "stream": True},
+                                headers={"X-API-Key": make.key()}, buffered=False)
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        arrivals, body = [], b""
+        for piece in response.response:
+            body += piece
+            if b'"content":"w' in piece or b'"content":" w' in piece:
+                arrivals.append(time.monotonic() - started)
+        response.close()
+        assert body.endswith(b"data: [DONE]\n\n")
+        # Twelve words 0.15 s apart: the first reaches the client long before the last.
+        assert len(arrivals) >= 2 and arrivals[-1] - arrivals[0] > 1.0, arrivals
+    finally:
+        server.shutdown()
