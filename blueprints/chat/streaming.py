@@ -153,15 +153,18 @@ def relay_events(
     keepalive: float,
     writer_for: Callable[[Target], ChunkWriter],
     closing: Callable[[StreamOutcome, ChunkWriter | None], list[bytes]],
-    on_done: Callable[[StreamOutcome], None],
+    settle: Callable[[StreamOutcome], None],
 ) -> Iterator[bytes]:
     """The SSE body. `first` is the event already taken from the relay (or None: keepalive).
 
-    `closing(outcome, writer)` gives the events sent after the last chunk (before [DONE]);
-    `on_done(outcome)` runs once at the very end, whatever happened.
+    `settle(outcome)` runs exactly once: for a complete answer before its last events go out
+    (so the conversation the last chunk names already holds it), otherwise when the stream
+    ends by an error or because the client went away. `closing(outcome, writer)` gives the
+    events sent after the last chunk, before `data: [DONE]`.
     """
     outcome = StreamOutcome()
     writer: ChunkWriter | None = None
+    settled = False
     event = first
     try:
         while True:
@@ -181,6 +184,8 @@ def relay_events(
                 writer = writer_for(event[1])
                 yield writer.role()
             elif event[0] == "end":
+                settled = True
+                _settle(settle, outcome)
                 for part in closing(outcome, writer):
                     yield part
                 yield DONE
@@ -196,11 +201,16 @@ def relay_events(
         relay.cancel()
         raise
     finally:
-        if outcome.error is None and outcome.chunk is None and not outcome.cancelled:
-            # Ended some other way (a write failed): the client is gone.
-            outcome.cancelled = True
-            relay.cancel()
-        try:
-            on_done(outcome)
-        except Exception:
-            log.exception("could not finish a streamed chat")
+        if not settled:
+            if outcome.error is None and not outcome.cancelled:
+                # Ended some other way (a write failed): the client is gone.
+                outcome.cancelled = True
+                relay.cancel()
+            _settle(settle, outcome)
+
+
+def _settle(settle: Callable[[StreamOutcome], None], outcome: StreamOutcome) -> None:
+    try:
+        settle(outcome)
+    except Exception:
+        log.exception("could not finish a streamed chat")
