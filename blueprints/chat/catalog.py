@@ -79,6 +79,10 @@ def models_listing(schema, provider: str | None = None, capability: str | None =
     The body is made by `schema` once per registry version and filter, then served as is.
     """
     registry = _registry()
+    for each in registry.providers():
+        # Cheap when fresh; past its TTL a provider's list is refreshed in the background,
+        # and a changed list bumps the registry version (so this cache expires).
+        each.list_models()
     cache = current_app.extensions["gaia"].listing_cache
     key = ("models", registry.version, provider, capability)
     body = cache.get(key)

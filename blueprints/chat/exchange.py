@@ -177,7 +177,11 @@ def record_usage(
     error: ProviderError | None = None,
     first_token_at: float | None = None,
 ) -> None:
-    model = target.model if target else exchange.targets[0].model
+    if target is None:
+        # Nothing answered: the usage names the last provider tried, with its model.
+        tried = [t for t in exchange.targets if error is not None and t.provider.id == error.provider]
+        target_model = (tried[-1] if tried else exchange.targets[0]).model
+    model = target.model if target else target_model
     usage = usage or Usage(0, 0)
     cost = None
     if model.input_price_per_mtok is not None and model.output_price_per_mtok is not None:
@@ -190,7 +194,7 @@ def record_usage(
         api_key_id=exchange.principal.key_id,
         conversation_id=exchange.conversation_id if status == "ok" else None,
         kind=exchange.kind,
-        provider=error.provider if error and not target else model.provider,
+        provider=model.provider,
         model=model.id,
         stream=exchange.stream,
         status=status,

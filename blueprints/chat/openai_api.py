@@ -124,9 +124,8 @@ def _prepare(body: dict) -> tuple[Exchange, str, bool]:
     temperature = body.get("temperature")
     if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2):
         raise _invalid("'temperature' must be a number from 0 to 2.", "temperature")
-    max_tokens = _int_field(body, "max_completion_tokens", 1, 1_000_000)
-    if max_tokens is None:
-        max_tokens = _int_field(body, "max_tokens", 1, 1_000_000)
+    tokens_field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    max_tokens = _int_field(body, tokens_field, 1, 1_000_000)
     messages = _messages(body)
 
     persona_id = None
@@ -140,7 +139,10 @@ def _prepare(body: dict) -> tuple[Exchange, str, bool]:
         target = routing.resolve_target(None, None)
     else:
         target = routing.resolve_target(model, None)
-    exchanges.check_max_tokens(max_tokens, target.model)
+    try:
+        exchanges.check_max_tokens(max_tokens, target.model, tokens_field)
+    except APIError as error:
+        raise _invalid(error.detail, tokens_field) from None
     options = body.get("stream_options")
     include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
     exchange = Exchange(

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
@@ -82,19 +83,24 @@ def _kind_for_status(status: int) -> str:
 
 
 class StreamScope:
-    """Lets another thread abort the provider connections a stream reads from.
+    """Lets another thread abort the provider connections a stream uses.
 
-    The thread that runs a provider's stream enters the scope; every streamed response opened
-    inside it is registered, and `abort()` (from the thread serving the client, when the
-    client goes away) shuts their sockets, which ends any read that is waiting on them.
+    The thread that runs a provider's stream enters the scope; every connection it sends a
+    request on is registered (before the request goes out, so a provider still silent
+    before its headers can be cut off too), and `abort()` (from the thread serving the
+    client, when the client goes away) shuts their sockets, which ends any read waiting on
+    them. Once the scope is left its connections are back in the pool, serving others: an
+    abort after that does nothing.
     """
 
     _local = threading.local()
 
     def __init__(self) -> None:
-        self._responses: list[requests.Response] = []
+        self._connections: list = []
         self._lock = threading.Lock()
         self.aborted = False
+        self.watching = False
+        self._closed = False
 
     @classmethod
     def current(cls) -> StreamScope | None:
@@ -106,34 +112,73 @@ class StreamScope:
 
     def __exit__(self, *exc) -> None:
         StreamScope._local.scope = None
-
-    def register(self, response: requests.Response) -> None:
         with self._lock:
-            self._responses.append(response)
+            self._closed = True
+            self._connections.clear()
+
+    def watch(self, watching: bool) -> None:
+        """Register the connections of the requests to come (a stream's), or stop, forgetting
+        those registered: they go back to the pool once their response is closed."""
+        with self._lock:
+            self.watching = watching
+            self._connections.clear()
+
+    def register(self, connection) -> None:
+        with self._lock:
+            if not self.watching:
+                return
+            self._connections.append(connection)
             aborted = self.aborted
         if aborted:
-            _abort(response)
+            _shut(connection)
 
     def abort(self) -> None:
         with self._lock:
             self.aborted = True
-            responses = list(self._responses)
-        for response in responses:
-            _abort(response)
+            connections = [] if self._closed else list(self._connections)
+        for connection in connections:
+            _shut(connection)
 
 
-def _abort(response: requests.Response) -> None:
-    try:
-        connection = response.raw.connection
-        sock = getattr(connection, "sock", None)
-        if sock is not None:
+def _shut(connection) -> None:
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        try:
             sock.shutdown(socket.SHUT_RDWR)
-    except (OSError, AttributeError):
-        pass
-    try:
-        response.close()
-    except Exception:
-        pass
+        except OSError:
+            pass
+
+
+class _Registering:
+    """A urllib3 connection that tells the current StreamScope it is about to be used."""
+
+    def request(self, *args, **kwargs):
+        scope = StreamScope.current()
+        if scope is not None:
+            scope.register(self)
+        return super().request(*args, **kwargs)
+
+
+class _HTTPConnection(_Registering, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Registering, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _ScopedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
 class ProviderHTTP:
@@ -154,7 +199,7 @@ class ProviderHTTP:
         # the environment again on every call.
         session.trust_env = False
         session.proxies = get_environ_proxies(self.base_url)
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=POOL_SIZE, max_retries=0)
+        adapter = _ScopedAdapter(pool_connections=2, pool_maxsize=POOL_SIZE, max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.headers.update({"Accept-Encoding": "gzip, deflate", **headers})
@@ -169,8 +214,36 @@ class ProviderHTTP:
     ) -> requests.Response:
         """Send one request; a non-2xx answer becomes a ProviderError. Streams are left open."""
         timeout = self.timeout if read_timeout is None else (self.connect_timeout, read_timeout)
+        scope = StreamScope.current() if stream else None
+        if scope is not None:
+            scope.watch(True)
         try:
-            response = self.session.request(
+            response = self._send(method, path, body, stream, timeout)
+        except BaseException:
+            if scope is not None:
+                scope.watch(False)
+            raise
+        if response.status_code >= 400:
+            try:
+                detail = error_message(response.raw.read(64 * 1024, decode_content=True) if stream else response.content)
+            except Exception:
+                detail = None
+            finally:
+                if scope is not None:
+                    scope.watch(False)
+                response.close()
+            status = response.status_code
+            raise self._fail(
+                _kind_for_status(status),
+                f"{self.provider_id} answered {status}" + (f": {detail}" if detail else ""),
+                upstream_status=status,
+                retry_after=parse_retry_after(response.headers),
+            )
+        return response
+
+    def _send(self, method, path, body, stream, timeout) -> requests.Response:
+        try:
+            return self.session.request(
                 method,
                 self.base_url + path,
                 data=None if body is None else json.dumps(body, separators=(",", ":")),
@@ -184,25 +257,6 @@ class ProviderHTTP:
             raise self._fail("timeout", f"{self.provider_id} did not answer in time") from None
         except requests.exceptions.RequestException as exc:
             raise self._fail("unavailable", f"{self.provider_id} could not be reached: {_short(exc)}") from None
-        if response.status_code >= 400:
-            try:
-                detail = error_message(response.raw.read(64 * 1024, decode_content=True) if stream else response.content)
-            except Exception:
-                detail = None
-            finally:
-                response.close()
-            status = response.status_code
-            raise self._fail(
-                _kind_for_status(status),
-                f"{self.provider_id} answered {status}" + (f": {detail}" if detail else ""),
-                upstream_status=status,
-                retry_after=parse_retry_after(response.headers),
-            )
-        if stream:
-            scope = StreamScope.current()
-            if scope is not None:
-                scope.register(response)
-        return response
 
     def post_json(self, path: str, body: dict) -> dict:
         response = self.request("POST", path, body)
@@ -270,6 +324,9 @@ class ProviderHTTP:
                 if len(buffer) > MAX_BODY_BYTES:
                     raise self._fail("bad_response", f"{self.provider_id} sent an endless line")
         finally:
+            scope = StreamScope.current()
+            if scope is not None:
+                scope.watch(False)
             response.close()
 
 

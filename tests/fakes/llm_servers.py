@@ -176,6 +176,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._write(lambda: self.wfile.write(b"0\r\n\r\n"), stream=True)
 
 
+class _Listener(ThreadingHTTPServer):
+    # Tests open dozens of streams at once; socketserver's default backlog of 5 would drop
+    # connection attempts, which the client only retries a second or more later.
+    request_queue_size = 512
+
+
 class _FakeServer:
     """What both fakes share: lifecycle, recording, behaviours, token maths, streaming.
 
@@ -205,7 +211,7 @@ class _FakeServer:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self):
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server = _Listener(("127.0.0.1", 0), _Handler)
         server.daemon_threads = True
         server.fake, server.stopping, server.open_sockets = self, threading.Event(), set()
         self._server = server
