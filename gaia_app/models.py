@@ -173,7 +173,8 @@ class Conversation(db.Model):
 
 class Message(db.Model):
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_conversation_created", "conversation_id", "created_at"),)
+    # Serves "the newest N messages of a conversation" (ordered by created_at, then id).
+    __table_args__ = (Index("ix_messages_conversation_created_id", "conversation_id", "created_at", "id"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     conversation_id: Mapped[uuid.UUID] = mapped_column(

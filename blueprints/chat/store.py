@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Integer, bindparam, func, literal, or_, select, text
+from sqlalchemy import Integer, bindparam, func, literal, or_, select, text, true
 
 from gaia_app.extensions import db
 from gaia_app.models import DEFAULT_PERSONA_ID, Conversation, Message, Persona, UserPersonaPreference
@@ -49,12 +49,21 @@ _CHOSEN_PERSONA = select(*_PERSONA_COLUMNS).where(
         literal(DEFAULT_PERSONA_ID, Persona.id.type),
     )
 )
-_HISTORY = (
-    select(_conversations.c.persona_id, _messages.c.role, _messages.c.content)
-    .select_from(_conversations.outerjoin(_messages, _messages.c.conversation_id == _conversations.c.id))
-    .where(_conversations.c.id == bindparam("conversation_id"), _conversations.c.user_id == bindparam("user_id"))
+# The conversation (if it is the user's) with its newest messages: the inner query walks the
+# (conversation_id, created_at, id) index backwards and stops after `history` rows, however
+# long the conversation.
+_NEWEST = (
+    select(_messages.c.role, _messages.c.content, _messages.c.created_at, _messages.c.id)
+    .where(_messages.c.conversation_id == bindparam("conversation_id"))
     .order_by(_messages.c.created_at.desc(), _messages.c.id.desc())
     .limit(bindparam("history", type_=Integer))
+    .subquery()
+)
+_HISTORY = (
+    select(_conversations.c.persona_id, _NEWEST.c.role, _NEWEST.c.content)
+    .select_from(_conversations.outerjoin(_NEWEST, true()))
+    .where(_conversations.c.id == bindparam("conversation_id"), _conversations.c.user_id == bindparam("user_id"))
+    .order_by(_NEWEST.c.created_at.desc(), _NEWEST.c.id.desc())
 )
 
 
