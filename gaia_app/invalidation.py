@@ -36,6 +36,11 @@ def queue_user_invalidation(session, user_id: uuid.UUID) -> None:
     session.info.setdefault(_SESSION_KEY, []).append(f"user:{user_id}")
 
 
+def queue_invalidation(session, kind: str, value: str) -> None:
+    """Another cache's change (one registered with `InvalidationBus.register`), sent after commit."""
+    session.info.setdefault(_SESSION_KEY, []).append(f"{kind}:{value}")
+
+
 class InvalidationBus:
     def __init__(self, settings, cache) -> None:
         self.redis_url = settings.redis_url
@@ -45,6 +50,18 @@ class InvalidationBus:
         self._listener_pid: int | None = None
         self._lock = threading.Lock()
         self._publisher = None
+        # Other caches kept fresh by this channel: kind -> (apply(value), reset()).
+        self._handlers: dict[str, tuple] = {}
+
+    def register(self, kind: str, apply, reset) -> None:
+        """Route messages "<kind>:<value>" to `apply(value)`; `reset()` when messages may
+        have been missed (not connected), like the credential cache itself."""
+        self._handlers[kind] = (apply, reset)
+
+    def _reset(self) -> None:
+        self.cache.clear()
+        for _apply, reset in self._handlers.values():
+            reset()
 
     def ttl(self, configured: float) -> float:
         """How long a positive cache entry may be trusted right now."""
@@ -63,7 +80,9 @@ class InvalidationBus:
 
     def apply(self, message: str) -> None:
         kind, _, value = message.partition(":")
-        if kind == "key":
+        if kind in self._handlers:
+            self._handlers[kind][0](value)
+        elif kind == "key":
             self.cache.drop(value)
         elif kind == "user":
             try:
@@ -104,7 +123,7 @@ class InvalidationBus:
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.channel)
                 # Whatever changed while we were not listening is unknown: start afresh.
-                self.cache.clear()
+                self._reset()
                 self.connected = True
                 log.info("listening for credential changes on %s", self.channel)
                 while True:
@@ -117,7 +136,7 @@ class InvalidationBus:
                 if self.connected:
                     log.warning("lost the credential-change channel: %s", exc)
                 self.connected = False
-                self.cache.clear()
+                self._reset()
                 time.sleep(1)
 
 

@@ -577,10 +577,13 @@ def test_a_chat_on_a_long_conversation_costs_a_fixed_number_of_queries(app, back
                                                                        count_queries):
     alice = headers()
     conversation_id = chat(client, alice, "Start")["conversation_id"]  # credentials cached from here on
+    personas = app.extensions["gaia.chat.personas"]
+    personas.clear()  # measured with the persona not cached (tests/test_persona_cache.py: cached)
     with count_queries() as short:
         chat(client, alice, "Next", conversation_id=conversation_id)
     for i in range(5):
         chat(client, alice, f"Turn {i}", conversation_id=conversation_id)
+    personas.clear()
     with count_queries() as long:
         answer = chat(client, alice, "Last", conversation_id=conversation_id)
     assert answer["conversation_id"] == conversation_id
@@ -592,7 +595,6 @@ def test_a_chat_on_a_long_conversation_costs_a_fixed_number_of_queries(app, back
     #    SQLite: 3. UPDATE conversations, 4. INSERT both messages (one multi-row VALUES).
     want = {"postgresql": 3, "sqlite": 4}[backend]
     assert len(long) == len(short) == want, long.statements
-
 
 
 

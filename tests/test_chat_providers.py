@@ -506,6 +506,8 @@ def test_model_lists_are_refreshed_in_the_background_after_the_ttl(build, auth):
 
         assert {m["id"] for m in listed()} == {"gpt-4o", "gpt-4o-mini"}
         fake.models.append("gpt-new")
+        # The refresh takes a while: the listing meanwhile must not wait for it.
+        fake.behaviour = Behaviour(first_token_delay=0.5)
         time.sleep(1.1)
         started = time.monotonic()
         assert {m["id"] for m in listed()} == {"gpt-4o", "gpt-4o-mini"}  # stale, served at once

@@ -4,9 +4,11 @@ OpenAI-compatible API under /v1."""
 from blueprints.chat.library_routes import blp as library_blp
 from blueprints.chat.openai_api import blp as openai_blp
 from blueprints.chat.routes import blp
+from blueprints.chat.store import install_persona_cache
 
 
 def register(app, api) -> None:
+    install_persona_cache(app)
     api.register_blueprint(blp)
     api.register_blueprint(library_blp)
     api.register_blueprint(openai_blp)

@@ -14,6 +14,7 @@ from sqlalchemy import case, or_
 
 from gaia_app.errors import APIError
 from gaia_app.extensions import db
+from gaia_app.invalidation import queue_invalidation
 from gaia_app.models import DEFAULT_PERSONA_ID, Persona, User, UserPersonaPreference, utcnow
 
 MAX_OWN_PERSONAS = 100
@@ -109,6 +110,12 @@ def _name_taken(owner_id: uuid.UUID | None, name: str, *, except_id: uuid.UUID |
     return any(_same_name(existing, name) for existing in db.session.execute(query).scalars())
 
 
+def _forget_cached(owner_id: uuid.UUID | None) -> None:
+    """After the commit, every process drops what it cached of this owner's personas (a
+    built-in persona, owner None, concerns everyone)."""
+    queue_invalidation(db.session, "personas", "*" if owner_id is None else str(owner_id))
+
+
 def _conflict(detail: str) -> APIError:
     return APIError(409, detail, type="/problems/conflict")
 
@@ -150,6 +157,7 @@ def create_persona(
         is_default=False,
     )
     db.session.add(persona)
+    _forget_cached(user_id)
     db.session.commit()
     return persona
 
@@ -186,6 +194,7 @@ def update_persona(
     if "traits" in changes:
         persona.traits = dict(changes["traits"] or {})
     persona.updated_at = utcnow()
+    _forget_cached(persona.owner_id)
     db.session.commit()
     return persona
 
@@ -197,6 +206,7 @@ def delete_persona(user_id: uuid.UUID, persona_id: uuid.UUID | str, *, is_admin:
     if persona.owner_id is None and (persona.is_default or persona.id == DEFAULT_PERSONA_ID):
         raise _conflict(f"'{persona.name}' is the default persona and cannot be deleted.")
     db.session.delete(persona)
+    _forget_cached(persona.owner_id)
     db.session.commit()
 
 
@@ -226,5 +236,6 @@ def set_current_persona(user_id: uuid.UUID, persona_id: uuid.UUID | str) -> tupl
         set_={"persona_id": statement.excluded.persona_id, "updated_at": statement.excluded.updated_at},
     )
     db.session.execute(statement)
+    _forget_cached(user_id)
     db.session.commit()
     return persona, "preference"

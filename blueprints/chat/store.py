@@ -9,10 +9,12 @@ where the database is in-process, it is a short transaction.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from flask import current_app
 from sqlalchemy import Integer, bindparam, func, literal, or_, select, text, true
 
 from gaia_app.extensions import db
@@ -67,6 +69,65 @@ _HISTORY = (
 )
 
 
+class PersonaCache:
+    """Which persona (and system prompt) a user gets, remembered in this process.
+
+    Entries are keyed by (user, requested persona, conversation's persona) and trusted for
+    the credential cache's TTL: with Redis, persona changes are pushed to every process
+    (messages "personas:<user id>", or "personas:*" for built-in personas) and entries live
+    60 s; without it they live 1 s, which bounds how stale another process can be.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple, tuple[PersonaChoice | None, float]] = {}
+        # Bumped by every invalidation: an answer read before one is not cached after it.
+        self.generation = 0
+
+    def get(self, key: tuple):
+        found = self._entries.get(key)
+        if found is None or found[1] < time.monotonic():
+            return _MISSING
+        return found[0]
+
+    def put(self, key: tuple, value: PersonaChoice | None, ttl: float, generation: int) -> None:
+        if generation != self.generation or ttl <= 0:
+            return
+        if len(self._entries) >= 10_000:
+            self._entries.clear()
+        self._entries[key] = (value, time.monotonic() + ttl)
+
+    def invalidate(self, value: str) -> None:
+        """"*" (every user: a built-in persona changed) or one user's id."""
+        self.generation += 1
+        if value == "*":
+            self._entries.clear()
+            return
+        for key in [key for key in self._entries if str(key[0]) == value]:
+            self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._entries.clear()
+
+
+_MISSING = object()
+
+
+def persona_cache() -> PersonaCache:
+    return current_app.extensions["gaia.chat.personas"]
+
+
+def install_persona_cache(app) -> None:
+    cache = PersonaCache()
+    app.extensions["gaia.chat.personas"] = cache
+    app.extensions["gaia"].authenticator.bus.register("personas", cache.invalidate, cache.clear)
+
+
+def _persona_ttl() -> float:
+    state = current_app.extensions["gaia"]
+    return state.authenticator.bus.ttl(state.settings.auth_cache_ttl)
+
+
 def read_context(
     user_id: uuid.UUID,
     conversation_id: uuid.UUID | None,
@@ -84,6 +145,12 @@ def read_context(
     """
     turns: list[ChatMessage] = []
     conversation_persona = None
+    cache = persona_cache()
+    if conversation_id is None:
+        persona = cache.get((user_id, persona_id, None))
+        if persona is not _MISSING:
+            return persona, turns
+    generation = cache.generation
     with _autocommit() as connection:
         if conversation_id is not None:
             rows = connection.execute(
@@ -94,11 +161,18 @@ def read_context(
             conversation_persona = rows[0].persona_id
             if history > 0:
                 turns = [ChatMessage(row.role, row.content) for row in reversed(rows) if row.role is not None]
-        if persona_id is not None:
-            row = connection.execute(_VISIBLE_PERSONA, {"persona_id": persona_id, "user_id": user_id}).first()
-        else:
-            row = connection.execute(_CHOSEN_PERSONA, {"fallback": conversation_persona, "user_id": user_id}).first()
-    return (PersonaChoice(row.id, row.system_prompt) if row else None), turns
+        key = (user_id, persona_id, conversation_persona)
+        persona = cache.get(key)
+        if persona is _MISSING:
+            if persona_id is not None:
+                row = connection.execute(_VISIBLE_PERSONA, {"persona_id": persona_id, "user_id": user_id}).first()
+            else:
+                row = connection.execute(
+                    _CHOSEN_PERSONA, {"fallback": conversation_persona, "user_id": user_id}
+                ).first()
+            persona = PersonaChoice(row.id, row.system_prompt) if row else None
+            cache.put(key, persona, _persona_ttl(), generation)
+    return persona, turns
 
 
 # PostgreSQL: the conversation row and both messages in one atomic statement. When continuing,
