@@ -132,6 +132,10 @@ def _engine_options(settings) -> dict:
     return {
         "pool_pre_ping": True,
         "pool_recycle": 1800,
+        # A gevent worker serves many requests at once: connections beyond the pool's size
+        # are closed when given back, so a small pool means reconnecting under load.
+        "pool_size": settings.database_pool_size,
+        "max_overflow": settings.database_max_overflow,
         "connect_args": {"connect_timeout": settings.database_connect_timeout},
     }
 
@@ -155,6 +159,39 @@ def _init_database(app: Flask, settings) -> None:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
         with app.app_context():
             _tune_sqlite(db.engine)
+    else:
+        with app.app_context():
+            _ping_only_idle_connections(db.engine)
+
+
+# A pooled connection given back less than this long ago is not pinged again on checkout.
+PING_AFTER_IDLE = 1.0
+
+
+def _ping_only_idle_connections(engine) -> None:
+    """`pool_pre_ping` costs a round trip on every checkout; skip it for a connection that was
+    in use a moment ago. A database restart within that moment fails one request, after
+    which SQLAlchemy replaces the whole pool."""
+    import time
+    import weakref
+
+    from sqlalchemy import event
+
+    given_back: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    ping = engine.dialect.do_ping
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection, _record):
+        if dbapi_connection is not None:
+            given_back[dbapi_connection] = time.monotonic()
+
+    def ping_if_idle(dbapi_connection) -> bool:
+        since = given_back.get(dbapi_connection)
+        if since is not None and time.monotonic() - since < PING_AFTER_IDLE:
+            return True
+        return ping(dbapi_connection)
+
+    engine.dialect.do_ping = ping_if_idle
 
 
 def _tune_sqlite(engine) -> None:

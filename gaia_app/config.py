@@ -57,6 +57,8 @@ class Settings:
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     llm: LLMSettings = field(default_factory=LLMSettings)
+    database_pool_size: int = 20
+    database_max_overflow: int = 10
 
     @property
     def service_label(self) -> str:
@@ -273,6 +275,8 @@ def load_settings(env: Mapping[str, str], instance_path: Path, project_root: Pat
         jwt_issuer=jwt_issuer,
         jwt_audience=jwt_audience,
         llm=llm,
+        database_pool_size=int(_float(env, "DATABASE_POOL_SIZE", 20, minimum=1)),
+        database_max_overflow=int(_float(env, "DATABASE_MAX_OVERFLOW", 10)),
     )
 
 

@@ -777,7 +777,9 @@ def test_slow_first_token_gets_keepalive_comments_first(client, auth, oai_a):
     items = sse_items(response.get_data())
     first_data = next(i for i, item in enumerate(items) if item[0] == "event")
     assert first_data >= 2
-    assert items[:first_data] == [("comment", "keepalive")] * first_data
+    # The provider accepted at once (its headers came): the response starts with a comment,
+    # then keeps the connection alive until the first token.
+    assert items[:first_data] == [("comment", "connected")] + [("comment", "keepalive")] * (first_data - 1)
     assert content_of(items) == "Hello from openai. You said: hi there"
     assert items[-1] == ("event", None, "[DONE]")
 
@@ -891,3 +893,32 @@ def test_client_disconnect_stops_an_upstream_call_still_waiting_for_headers(buil
             response.close()
             # The app's end of the provider connection closes soon after the client's.
             assert wait_for(lambda: not fake._server.open_sockets, timeout=1.0)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_streams_read_to_their_end_reuse_the_provider_connection(client, auth, oai_a, ant, provider):
+    fake, model = (oai_a, "gpt-4o") if provider == "openai" else (ant, "claude-haiku-4-5")
+    for message in ("one", "two", "three"):
+        response = client.post("/api/v0.2/chat", json={"message": message, "model": model, "stream": True},
+                               headers=auth)
+        assert response.status_code == 200 and response.get_data().endswith(b"data: [DONE]\n\n")
+    streams = [r for r in fake.requests if r["method"] == "POST"]
+    assert len(streams) == 3
+    assert len({r["client"] for r in streams}) == 1, "each stream opened a new connection"
+
+
+def test_a_stream_starts_as_soon_as_the_provider_accepts_not_at_its_first_token(build, oai_a, auth):
+    """With a 5 s keepalive and a 2 s first token, the response head still comes at once."""
+    client = build(OPENAI_API_KEY=KEY_A, OPENAI_BASE_URL=oai_a.url + "/v1",
+                   CHAT_STREAM_KEEPALIVE="5", LLM_READ_TIMEOUT="5").test_client()
+    assert client.get("/api/v0.2/models", headers=auth).status_code == 200  # model list fetched
+    oai_a.behaviour = Behaviour(first_token_delay=2.0)
+    started = time.monotonic()
+    response = client.post("/api/v0.2/chat", json={"message": "hi", "model": "gpt-4o", "stream": True},
+                           headers=auth, buffered=False)
+    head_after = time.monotonic() - started
+    assert response.status_code == 200
+    body = b"".join(response.response)
+    response.close()
+    assert head_after < 1.0, f"the response head took {head_after:.2f} s"
+    assert body.startswith(b": connected\n\n") and body.endswith(b"data: [DONE]\n\n")

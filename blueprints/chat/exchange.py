@@ -96,15 +96,27 @@ def complete(exchange: Exchange) -> tuple[Target, Completion]:
 # -- streamed -----------------------------------------------------------------------------
 
 
+# After a provider accepted a streamed request, how long to wait for its first chunk before
+# the response starts anyway (with an SSE comment): an error that quick is still answered
+# with a real HTTP status.
+OPENED_GRACE = 0.25
+
+
 def open_stream(exchange: Exchange):
-    """Start the relay and wait (up to the keepalive interval) for its first event.
+    """Start the relay and wait for its first events: up to the keepalive interval for a
+    provider to accept, then up to OPENED_GRACE for its first chunk.
 
     A failure of every provider before anything was sent is raised as a problem (a real HTTP
-    status, with Retry-After); otherwise returns (relay, first event or None).
+    status, with Retry-After); otherwise returns (relay, the events taken so far, which the
+    response sends first; empty when it should start with a keepalive comment).
     """
     _release_connection()
     relay = StreamRelay(exchange.targets, exchange.request_for)
-    first = relay.next(current_app.extensions["gaia"].settings.llm.stream_keepalive)
+    keepalive = current_app.extensions["gaia"].settings.llm.stream_keepalive
+    first = relay.next(keepalive)
+    if first is not None and first[0] == "opened":
+        following = relay.next(min(OPENED_GRACE, keepalive))
+        first = first if following is None else following
     if first is not None and first[0] == "error" and not first[2]:
         record_usage(exchange, None, None, "error", error=first[1])
         raise routing.problem_for(first[1])

@@ -25,14 +25,18 @@ from gaia_app.providers.http import StreamScope
 log = logging.getLogger(__name__)
 
 KEEPALIVE = b": keepalive\n\n"
+# Sent when the provider accepted the request: the client gets the response head at once,
+# while nothing of an answer has gone out yet (a fallback may still follow).
+OPENED = b": connected\n\n"
 DONE = b"data: [DONE]\n\n"
 
 
 class StreamRelay:
     """Runs `targets` in turn in a helper thread until one streams; `next()` reads its events.
 
-    Events: ("start", Target) before the first chunk, ("chunk", StreamChunk), then ("end",
-    None) or ("error", ProviderError, started: bool).
+    Events: ("opened", None) when a provider accepted the request, ("start", Target) before
+    the first chunk, ("chunk", StreamChunk), then ("end", None) or ("error", ProviderError,
+    started: bool).
     """
 
     def __init__(self, targets: list[Target], make_request: Callable[[Target], ChatRequest]) -> None:
@@ -40,6 +44,7 @@ class StreamRelay:
         self._make_request = make_request
         self._events: queue.Queue = queue.Queue()
         self._scope = StreamScope()
+        self._scope.on_open = lambda: self._events.put(("opened", None))
         self._cancelled = threading.Event()
         self._app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
         threading.Thread(target=self._run, name="gaia-stream", daemon=True).start()
@@ -179,6 +184,8 @@ def relay_events(
                     yield writer.content(chunk.text)
                 if chunk.usage is not None or chunk.finish_reason is not None:
                     outcome.chunk = chunk
+            elif event[0] == "opened":
+                yield OPENED
             elif event[0] == "start":
                 outcome.target = event[1]
                 writer = writer_for(event[1])

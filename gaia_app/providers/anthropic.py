@@ -148,6 +148,8 @@ class AnthropicProvider:
         finished = False
         try:
             for event, data in events:
+                if finished:
+                    continue  # read on to the end of the body, so its connection is reused
                 try:
                     payload = json.loads(data)
                     kind = payload.get("type", event)
@@ -166,7 +168,6 @@ class AnthropicProvider:
                     output_tokens = int((payload.get("usage") or {}).get("output_tokens") or output_tokens)
                 elif kind == "message_stop":
                     finished = True
-                    break
                 elif kind == "error":
                     error = payload.get("error") or {}
                     raise ProviderError(

@@ -101,6 +101,8 @@ class StreamScope:
         self.aborted = False
         self.watching = False
         self._closed = False
+        # Called when a provider has accepted the streamed request (its headers arrived).
+        self.on_open = None
 
     @classmethod
     def current(cls) -> StreamScope | None:
@@ -223,23 +225,25 @@ class ProviderHTTP:
             if scope is not None:
                 scope.watch(False)
             raise
-        if response.status_code >= 400:
-            try:
-                detail = error_message(response.raw.read(64 * 1024, decode_content=True) if stream else response.content)
-            except Exception:
-                detail = None
-            finally:
-                if scope is not None:
-                    scope.watch(False)
-                response.close()
-            status = response.status_code
-            raise self._fail(
-                _kind_for_status(status),
-                f"{self.provider_id} answered {status}" + (f": {detail}" if detail else ""),
-                upstream_status=status,
-                retry_after=parse_retry_after(response.headers),
-            )
-        return response
+        if response.status_code < 400:
+            if scope is not None and scope.on_open is not None:
+                scope.on_open()
+            return response
+        try:
+            detail = error_message(response.raw.read(64 * 1024, decode_content=True) if stream else response.content)
+        except Exception:
+            detail = None
+        finally:
+            if scope is not None:
+                scope.watch(False)
+            response.close()
+        status = response.status_code
+        raise self._fail(
+            _kind_for_status(status),
+            f"{self.provider_id} answered {status}" + (f": {detail}" if detail else ""),
+            upstream_status=status,
+            retry_after=parse_retry_after(response.headers),
+        )
 
     def _send(self, method, path, body, stream, timeout) -> requests.Response:
         try:
@@ -287,12 +291,14 @@ class ProviderHTTP:
 
         Reads whatever bytes the socket has (`read1`), so nothing waits for a buffer to fill.
         A connection that breaks or stalls past the read timeout raises ProviderError
-        ("interrupted" or "timeout"); closing the generator closes the connection.
+        ("interrupted" or "timeout"). A body read to its end gives its connection back to the
+        pool; closing the generator before that closes the connection.
         """
         raw = response.raw
         buffer = b""
         event: str | None = None
         data: list[str] = []
+        read_to_the_end = False
         try:
             while True:
                 try:
@@ -303,6 +309,7 @@ class ProviderHTTP:
                     log.info("%s stream broke: %s", self.provider_id, _short(exc))
                     raise self._fail("interrupted", f"{self.provider_id} broke off its answer (connection lost)") from None
                 if not block:
+                    read_to_the_end = True
                     return
                 buffer += block
                 *lines, buffer = buffer.split(b"\n")
@@ -327,7 +334,11 @@ class ProviderHTTP:
             scope = StreamScope.current()
             if scope is not None:
                 scope.watch(False)
-            response.close()
+            if read_to_the_end:
+                # Back to the pool for the next stream (closing would drop the connection).
+                raw.release_conn()
+            else:
+                response.close()
 
 
 def _short(exc: Exception) -> str:

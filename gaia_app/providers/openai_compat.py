@@ -178,9 +178,11 @@ class OpenAICompatibleProvider:
         done = False
         try:
             for _event, data in events:
+                if done:
+                    continue  # read on to the end of the body, so its connection is reused
                 if data.strip() == "[DONE]":
                     done = True
-                    break
+                    continue
                 try:
                     chunk = json.loads(data)
                 except ValueError:

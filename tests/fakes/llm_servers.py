@@ -109,7 +109,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.request_id = "req_" + uuid.uuid4().hex[:24]
         self.behaviour = self.fake._take({
             "method": self.command, "path": split.path, "query": dict(parse_qsl(split.query)),
-            "headers": {k.lower(): v for k, v in self.headers.items()}, "json": body})
+            "headers": {k.lower(): v for k, v in self.headers.items()}, "json": body,
+            # The client's (address, port): the same for requests on one kept-alive connection.
+            "client": tuple(self.client_address)})
         try:
             if self.behaviour.hang:
                 self._hang()
