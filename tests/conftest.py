@@ -157,6 +157,7 @@ def _reset(app) -> None:
     state = app.extensions["gaia"]
     state.authenticator.cache.clear()
     state.authenticator.last_used._pending.clear()
+    state.usage._pending.clear()
 
 
 @pytest.fixture

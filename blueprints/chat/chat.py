@@ -117,7 +117,8 @@ def stream(exchange: Exchange) -> Response:
     completion_id = "chatcmpl-" + uuid.uuid4().hex
 
     def closing(outcome: StreamOutcome, writer: ChunkWriter | None) -> list[bytes]:
-        usage = outcome.chunk.usage if outcome.chunk and outcome.chunk.usage else exchanges._estimate(exchange, outcome.text)
+        usage = outcome.chunk.usage if outcome.chunk and outcome.chunk.usage else None
+        usage = usage or exchanges.estimate_usage(exchange, outcome.text)
         extra = {
             "usage": {
                 "prompt_tokens": usage.prompt_tokens,

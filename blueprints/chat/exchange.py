@@ -133,20 +133,21 @@ def finish_stream(app, exchange: Exchange, outcome: StreamOutcome) -> None:
         usage = outcome.chunk.usage if outcome.chunk is not None else None
         try:
             if outcome.error is not None:
-                record_usage(exchange, target, usage or _estimate(exchange, outcome.text), "error",
+                record_usage(exchange, target, usage or estimate_usage(exchange, outcome.text), "error",
                              error=outcome.error, first_token_at=outcome.first_token_at)
             elif outcome.cancelled or target is None:
-                record_usage(exchange, target, _estimate(exchange, outcome.text), "cancelled",
+                record_usage(exchange, target, estimate_usage(exchange, outcome.text), "cancelled",
                              first_token_at=outcome.first_token_at)
             else:
-                usage = usage or _estimate(exchange, outcome.text)
+                usage = usage or estimate_usage(exchange, outcome.text)
                 store(exchange, target, outcome.text, usage)
                 record_usage(exchange, target, usage, "ok", first_token_at=outcome.first_token_at)
         finally:
             db.session.remove()
 
 
-def _estimate(exchange: Exchange, text: str) -> Usage:
+def estimate_usage(exchange: Exchange, text: str) -> Usage:
+    """Tokens counted here, for a provider that reported none (or an answer cut short)."""
     return Usage(sum(count_tokens(m.content) + 4 for m in exchange.messages), count_tokens(text))
 
 

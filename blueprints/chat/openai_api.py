@@ -196,7 +196,7 @@ def chat_completions():
         chunk = outcome.chunk
         events = [writer.finish(chunk.finish_reason if chunk and chunk.finish_reason else "stop")]
         if include_usage:
-            usage = chunk.usage if chunk and chunk.usage else exchanges._estimate(exchange, outcome.text)
+            usage = chunk.usage if chunk and chunk.usage else exchanges.estimate_usage(exchange, outcome.text)
             events.append(writer.usage_only(_usage(usage)))
         return events
 
