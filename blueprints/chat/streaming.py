@@ -56,6 +56,13 @@ class StreamRelay:
         except queue.Empty:
             return None
 
+    def next_nowait(self):
+        """An event already waiting, or None."""
+        try:
+            return self._events.get_nowait()
+        except queue.Empty:
+            return None
+
     def cancel(self) -> None:
         """The client went away: stop reading, and close the provider connection."""
         self._cancelled.set()
@@ -162,45 +169,60 @@ def relay_events(
 ) -> Iterator[bytes]:
     """The SSE body. `first` is the event already taken from the relay (or None: keepalive).
 
-    `settle(outcome)` runs exactly once: for a complete answer before its last events go out
-    (so the conversation the last chunk names already holds it), otherwise when the stream
-    ends by an error or because the client went away. `closing(outcome, writer)` gives the
-    events sent after the last chunk, before `data: [DONE]`.
+    Events that are already waiting go out in one write: a provider that sends a burst costs
+    one send, and one that trickles gets each piece at once. `settle(outcome)` runs exactly
+    once: for a complete answer before its last events go out (so the conversation the last
+    chunk names already holds it), otherwise when the stream ends by an error or because the
+    client went away. `closing(outcome, writer)` gives the events sent after the last chunk,
+    before `data: [DONE]`.
     """
     outcome = StreamOutcome()
-    writer: ChunkWriter | None = None
-    settled = False
+    state = {"writer": None, "settled": False}
+
+    def take(event, parts: list[bytes]) -> bool:
+        """Add what `event` sends to `parts`; True when the stream is over."""
+        if event is None:
+            parts.append(KEEPALIVE)
+        elif event[0] == "chunk":
+            chunk: StreamChunk = event[1]
+            if chunk.text:
+                if outcome.first_token_at is None:
+                    outcome.first_token_at = time.monotonic()
+                outcome.text_parts.append(chunk.text)
+                parts.append(state["writer"].content(chunk.text))
+            if chunk.usage is not None or chunk.finish_reason is not None:
+                outcome.chunk = chunk
+        elif event[0] == "opened":
+            parts.append(OPENED)
+        elif event[0] == "start":
+            outcome.target = event[1]
+            state["writer"] = writer_for(event[1])
+            parts.append(state["writer"].role())
+        elif event[0] == "end":
+            state["settled"] = True
+            _settle(settle, outcome)
+            parts.extend(closing(outcome, state["writer"]))
+            parts.append(DONE)
+            return True
+        else:  # error
+            outcome.error = event[1]
+            parts.extend((error_event(event[1]), DONE))
+            return True
+        return False
+
     event = first
     try:
         while True:
-            if event is None:
-                yield KEEPALIVE
-            elif event[0] == "chunk":
-                chunk: StreamChunk = event[1]
-                if chunk.text:
-                    if outcome.first_token_at is None:
-                        outcome.first_token_at = time.monotonic()
-                    outcome.text_parts.append(chunk.text)
-                    yield writer.content(chunk.text)
-                if chunk.usage is not None or chunk.finish_reason is not None:
-                    outcome.chunk = chunk
-            elif event[0] == "opened":
-                yield OPENED
-            elif event[0] == "start":
-                outcome.target = event[1]
-                writer = writer_for(event[1])
-                yield writer.role()
-            elif event[0] == "end":
-                settled = True
-                _settle(settle, outcome)
-                for part in closing(outcome, writer):
-                    yield part
-                yield DONE
-                return
-            else:  # error
-                outcome.error = event[1]
-                yield error_event(event[1])
-                yield DONE
+            parts: list[bytes] = []
+            done = take(event, parts)
+            while not done:
+                waiting = relay.next_nowait()
+                if waiting is None:
+                    break
+                done = take(waiting, parts)
+            if parts:
+                yield b"".join(parts)
+            if done:
                 return
             event = relay.next(keepalive)
     except GeneratorExit:
@@ -208,7 +230,7 @@ def relay_events(
         relay.cancel()
         raise
     finally:
-        if not settled:
+        if not state["settled"]:
             if outcome.error is None and not outcome.cancelled:
                 # Ended some other way (a write failed): the client is gone.
                 outcome.cancelled = True
