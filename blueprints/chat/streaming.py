@@ -198,12 +198,6 @@ def relay_events(
             outcome.target = event[1]
             state["writer"] = writer_for(event[1])
             parts.append(state["writer"].role())
-        elif event[0] == "end":
-            state["settled"] = True
-            _settle(settle, outcome)
-            parts.extend(closing(outcome, state["writer"]))
-            parts.append(DONE)
-            return True
         else:  # error
             outcome.error = event[1]
             parts.extend((error_event(event[1]), DONE))
@@ -214,14 +208,23 @@ def relay_events(
     try:
         while True:
             parts: list[bytes] = []
-            done = take(event, parts)
-            while not done:
-                waiting = relay.next_nowait()
-                if waiting is None:
+            done = ended = False
+            while True:
+                if event is not None and event[0] == "end":
+                    ended = True
                     break
-                done = take(waiting, parts)
+                done = take(event, parts)
+                event = None if done else relay.next_nowait()
+                if done or event is None:
+                    break
             if parts:
                 yield b"".join(parts)
+            if ended:
+                # The answer is out; it is stored before the last chunk names its conversation.
+                state["settled"] = True
+                _settle(settle, outcome)
+                yield b"".join(closing(outcome, state["writer"])) + DONE
+                return
             if done:
                 return
             event = relay.next(keepalive)
