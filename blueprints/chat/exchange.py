@@ -71,13 +71,13 @@ def check_max_tokens(max_tokens: int | None, model: ModelInfo, field_name: str =
         )
 
 
-# -- not streamed -------------------------------------------------------------------------
-
-
 def _release_connection() -> None:
     """No database connection is held while a provider thinks (authentication may have used
     one): under load, waiting requests holding connections would starve the pool."""
     db.session.close()
+
+
+# -- not streamed -------------------------------------------------------------------------
 
 
 def complete(exchange: Exchange) -> tuple[Target, Completion]:
@@ -107,8 +107,8 @@ def open_stream(exchange: Exchange):
     provider to accept, then up to OPENED_GRACE for its first chunk.
 
     A failure of every provider before anything was sent is raised as a problem (a real HTTP
-    status, with Retry-After); otherwise returns (relay, the events taken so far, which the
-    response sends first; empty when it should start with a keepalive comment).
+    status, with Retry-After); otherwise returns (relay, the event to send first, or None when
+    the response should start with a keepalive comment).
     """
     _release_connection()
     relay = StreamRelay(exchange.targets, exchange.request_for)
