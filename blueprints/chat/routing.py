@@ -128,6 +128,17 @@ def note_failure(target: Target, error: ProviderError) -> None:
     log.warning("chat via %s failed (%s): %s", target.label, error.kind, error.message)
 
 
+def pause_of(target: Target) -> ProviderError | None:
+    """The error to give instead of calling a provider that is inside a Retry-After it gave."""
+    waiting = registry().cooling(target.provider.id)
+    if not waiting:
+        return None
+    return ProviderError(
+        target.provider.id, "rate_limited",
+        f"{target.provider.id} asked for a pause (Retry-After)", retry_after=waiting,
+    )
+
+
 def attempt(targets: list[Target], call: Callable[[Target], object]):
     """Call `call(target)` on each target in turn until one works; returns (target, result).
 
@@ -135,14 +146,10 @@ def attempt(targets: list[Target], call: Callable[[Target], object]):
     last ProviderError when none works.
     """
     last: ProviderError | None = None
-    reg = registry()
-    for index, target in enumerate(targets):
-        waiting = reg.cooling(target.provider.id)
-        if waiting:
-            last = ProviderError(
-                target.provider.id, "rate_limited",
-                f"{target.provider.id} asked for a pause (Retry-After)", retry_after=waiting,
-            )
+    for target in targets:
+        pause = pause_of(target)
+        if pause is not None:
+            last = pause
             continue
         try:
             return target, call(target)

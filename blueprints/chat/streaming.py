@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 
 from flask import Flask, current_app
 
-from blueprints.chat.routing import Target, note_failure, registry
+from blueprints.chat.routing import Target, note_failure, pause_of
 from gaia_app.providers.base import ChatRequest, ProviderError, StreamChunk
 from gaia_app.providers.http import StreamScope
 
@@ -77,18 +77,14 @@ class StreamRelay:
                 self._events.put(("error", ProviderError("gaia", "bad_response", "The answer could not be relayed."), True))
 
     def _produce(self) -> None:
-        reg = registry()
         last: ProviderError | None = None
         started = False
         for target in self._targets:
             if self._cancelled.is_set():
                 return
-            waiting = reg.cooling(target.provider.id)
-            if waiting:
-                last = ProviderError(
-                    target.provider.id, "rate_limited",
-                    f"{target.provider.id} asked for a pause (Retry-After)", retry_after=waiting,
-                )
+            pause = pause_of(target)
+            if pause is not None:
+                last = pause
                 continue
             try:
                 with contextlib.closing(target.provider.stream(self._make_request(target))) as chunks:

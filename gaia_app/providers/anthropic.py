@@ -17,12 +17,11 @@ from gaia_app.providers.base import (
     Completion,
     ModelInfo,
     ProviderError,
-    ProviderHealth,
     StreamChunk,
     Usage,
 )
 from gaia_app.providers.http import ProviderHTTP
-from gaia_app.providers.live import LiveModels
+from gaia_app.providers.live import LiveCatalogue, LiveModels
 from gaia_app.providers.openai_compat import model_info
 
 API_VERSION = "2023-06-01"
@@ -63,7 +62,7 @@ def to_messages_request(request: ChatRequest, max_tokens: int) -> dict:
     return body
 
 
-class AnthropicProvider:
+class AnthropicProvider(LiveCatalogue):
     capabilities = ("chat", "streaming")
 
     def __init__(self, declaration: ProviderDeclaration, llm: LLMSettings, on_change=lambda: None) -> None:
@@ -83,18 +82,6 @@ class AnthropicProvider:
             llm.model_list_ttl, on_change,
             fallback=[model_info(self.id, model_id, None, ANTHROPIC_MODELS) for model_id in ANTHROPIC_MODELS],
         )
-
-    def list_models(self) -> list[ModelInfo]:
-        return self.live.models()
-
-    def get_model(self, model_id: str) -> ModelInfo | None:
-        return self.live.get(model_id)
-
-    def health(self) -> ProviderHealth:
-        return self.live.health()
-
-    def record_failure(self, error: ProviderError) -> None:
-        self.live.record_failure(error)
 
     def _fetch_models(self) -> list[ModelInfo]:
         models: list[ModelInfo] = []

@@ -127,3 +127,21 @@ class LiveModels:
         self._health = ProviderHealth(status="available", latency_ms=round(latency, 1))
         if changed:
             self._on_change()
+
+
+class LiveCatalogue:
+    """The catalogue side of a remote provider, served from its `self.live` (LiveModels)."""
+
+    live: LiveModels
+
+    def list_models(self) -> list[ModelInfo]:
+        return self.live.models()
+
+    def get_model(self, model_id: str) -> ModelInfo | None:
+        return self.live.get(model_id)
+
+    def health(self) -> ProviderHealth:
+        return self.live.health()
+
+    def record_failure(self, error: ProviderError) -> None:
+        self.live.record_failure(error)

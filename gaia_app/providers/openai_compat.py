@@ -15,12 +15,11 @@ from gaia_app.providers.base import (
     Completion,
     ModelInfo,
     ProviderError,
-    ProviderHealth,
     StreamChunk,
     Usage,
 )
 from gaia_app.providers.http import ProviderHTTP
-from gaia_app.providers.live import LiveModels
+from gaia_app.providers.live import LiveCatalogue, LiveModels
 from gaia_app.providers.local import count_tokens
 
 # What is known of OpenAI's current chat models: context window, output limit, and list
@@ -72,7 +71,7 @@ def _text_of(content) -> str | None:
     raise TypeError("content")
 
 
-class OpenAICompatibleProvider:
+class OpenAICompatibleProvider(LiveCatalogue):
     capabilities = ("chat", "streaming")
 
     def __init__(self, declaration: ProviderDeclaration, llm: LLMSettings, on_change=lambda: None) -> None:
@@ -98,20 +97,6 @@ class OpenAICompatibleProvider:
             on_change,
             fallback=[model_info(self.id, model_id, None, known) for model_id in known],
         )
-
-    # -- catalogue -----------------------------------------------------------------------
-
-    def list_models(self) -> list[ModelInfo]:
-        return self.live.models()
-
-    def get_model(self, model_id: str) -> ModelInfo | None:
-        return self.live.get(model_id)
-
-    def health(self) -> ProviderHealth:
-        return self.live.health()
-
-    def record_failure(self, error: ProviderError) -> None:
-        self.live.record_failure(error)
 
     def _fetch_models(self) -> list[ModelInfo]:
         data = self.http.get_json("/models")
