@@ -136,7 +136,7 @@ def test_no_key_reaches_the_logs(app, client, make, caplog):
     caplog.set_level(logging.DEBUG)
     key = make.key()
     client.get(MODELS, headers={"X-API-Key": key})
-    client.get(MODELS, headers={"X-API-Key": key[:-1] + "Z"})
+    client.get(MODELS, headers={"X-API-Key": key[:-1] + ("Z" if key[-1] != "Z" else "Y")})
     assert key not in caplog.text
     assert key[12:40] not in caplog.text
 
