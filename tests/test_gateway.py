@@ -96,3 +96,38 @@ def test_a_chat_stream_passes_through_the_gateway_as_it_is_made(
         assert len(arrivals) >= 2 and arrivals[-1] - arrivals[0] > 1.0, arrivals
     finally:
         server.shutdown()
+
+
+def test_the_gateway_shares_one_session_and_keeps_no_cookies(
+    database_url, tmp_path_factory, _session_app, make
+):
+    """One session for every request of the process (greenlets and threads alike, so its
+    connections are reused), which never stores a cookie a service sets."""
+    from blueprints.gateway import forwarding
+
+    chat = make_app(database_url, tmp_path_factory, SERVICE_NAME="chat")
+    inner = chat.wsgi_app
+
+    def setting_a_cookie(environ, start_response):
+        def with_cookie(status, headers, exc_info=None):
+            return start_response(status, headers + [("Set-Cookie", "session=someone-else")], exc_info)
+
+        return inner(environ, with_cookie)
+
+    chat.wsgi_app = setting_a_cookie
+    server = make_server("127.0.0.1", 0, chat, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gateway = make_app(database_url, tmp_path_factory, SERVICE_NAME="gateway",
+                           CHAT_SERVICE_URL=f"http://127.0.0.1:{server.server_port}").test_client()
+        headers = {"X-API-Key": make.key()}
+        response = gateway.get("/api/v0.2/models?provider=local", headers=headers)
+        assert response.status_code == 200 and "someone-else" in response.headers["Set-Cookie"]
+        assert len(forwarding._session().cookies) == 0
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(forwarding._session()))
+        thread.start()
+        thread.join()
+        assert seen == [forwarding._session()]
+    finally:
+        server.shutdown()

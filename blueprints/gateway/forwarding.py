@@ -9,7 +9,9 @@ back as they arrive (server-sent events included).
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from http.cookiejar import DefaultCookiePolicy
 
 import requests
 from flask import Blueprint, Flask, Response, current_app, request, stream_with_context
@@ -33,17 +35,29 @@ _HOP_BY_HOP = {
 CONNECT_TIMEOUT = 3.0
 READ_TIMEOUT = 300.0
 
-_local = threading.local()
+_sessions: dict[int, requests.Session] = {}
+_sessions_lock = threading.Lock()
 
 
 def _session() -> requests.Session:
-    # One pooled session per thread: requests.Session is not documented as thread-safe.
-    session = getattr(_local, "session", None)
+    """One pooled session per process, shared by every request (thread or greenlet), so the
+    connections to the services are reused. Nothing in it varies per request: it keeps no
+    cookies (one client's must never ride along with another's request) and ignores the
+    environment's proxy settings (the services are on the private network; requests would
+    otherwise look them up on every call)."""
+    session = _sessions.get(os.getpid())
     if session is None:
-        session = _local.session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+        with _sessions_lock:
+            session = _sessions.get(os.getpid())
+            if session is None:
+                session = requests.Session()
+                session.trust_env = False
+                session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+                adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=256)
+                session.mount("http://", adapter)
+                session.mount("https://", adapter)
+                _sessions.clear()  # a forked child does not use its parent's connections
+                _sessions[os.getpid()] = session
     return session
 
 
@@ -87,10 +101,15 @@ def _forward(service: str):
     ]
 
     def body():
+        read_to_the_end = False
         try:
             yield from upstream.raw.stream(16 * 1024, decode_content=False)
+            read_to_the_end = True
         finally:
-            upstream.close()
+            if read_to_the_end:
+                upstream.raw.release_conn()  # back to the pool, for the next request
+            else:
+                upstream.close()
 
     return Response(
         stream_with_context(body()), status=upstream.status_code, headers=response_headers,
