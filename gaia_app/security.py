@@ -205,7 +205,7 @@ class Authenticator:
         if found is None:
             generation = self.cache.generation
             found = self._load_api_key(key_hash)
-            _release_connection()
+            release_connection()
             ttl = (
                 self.bus.ttl(self.settings.auth_cache_ttl)
                 if isinstance(found, Principal)
@@ -229,7 +229,7 @@ class Authenticator:
             except TokenError as exc:
                 raise unauthorized(str(exc)) from None
             found = self._principal_for_token(verified)
-            _release_connection()
+            release_connection()
             if isinstance(found, Principal):
                 remaining = (verified.expires_at - datetime.now(timezone.utc)).total_seconds()
                 ttl = min(self.bus.ttl(self.settings.auth_cache_ttl), remaining + LEEWAY_SECONDS)
@@ -330,7 +330,7 @@ class Authenticator:
         )
 
 
-def _release_connection() -> None:
+def release_connection() -> None:
     """A credential check that read the database gives its connection back at once: a view
     that then waits (on a provider, say) or takes a connection of its own must not hold two."""
     db.session.close()

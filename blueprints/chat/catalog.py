@@ -4,28 +4,11 @@ from __future__ import annotations
 
 from flask import Response, current_app, json
 
+from blueprints.chat.routing import provider_or_404
+from blueprints.chat.routing import registry as _registry
 from gaia_app.errors import APIError
-from gaia_app.providers import ProviderRegistry
 
 _LISTING_CACHE_SIZE = 64
-
-
-def _registry() -> ProviderRegistry:
-    return current_app.extensions["gaia"].providers
-
-
-def _provider_or_404(provider_id: str):
-    registry = _registry()
-    provider = registry.get(provider_id)
-    if provider is None:
-        raise APIError(
-            404,
-            f"Unknown provider '{provider_id}'. Configured providers: "
-            f"{', '.join(registry.ids()) or 'none'}.",
-            type="/problems/unknown-provider",
-            available=registry.ids(),
-        )
-    return provider
 
 
 def provider_summaries() -> list[dict]:
@@ -42,7 +25,7 @@ def provider_summaries() -> list[dict]:
 
 
 def provider_detail(provider_id: str) -> dict:
-    provider = _provider_or_404(provider_id)
+    provider = provider_or_404(provider_id)
     return {
         "id": provider.id,
         "name": provider.name,
@@ -53,11 +36,11 @@ def provider_detail(provider_id: str) -> dict:
 
 
 def provider_models(provider_id: str) -> list[dict]:
-    return [model.to_dict() for model in _provider_or_404(provider_id).list_models()]
+    return [model.to_dict() for model in provider_or_404(provider_id).list_models()]
 
 
 def provider_health(provider_id: str) -> dict:
-    provider = _provider_or_404(provider_id)
+    provider = provider_or_404(provider_id)
     health = provider.health()
     return {
         "id": provider.id,
@@ -69,7 +52,7 @@ def provider_health(provider_id: str) -> dict:
 
 def models(provider: str | None = None, capability: str | None = None) -> list[dict]:
     if provider is not None:
-        _provider_or_404(provider)
+        provider_or_404(provider)
     return [model.to_dict() for model in _registry().models(provider=provider, capability=capability)]
 
 

@@ -14,13 +14,10 @@ from flask import Response, current_app
 from blueprints.chat import exchange as exchanges
 from blueprints.chat import routing, store
 from blueprints.chat.exchange import Exchange
-from blueprints.chat.streaming import ChunkWriter, StreamOutcome, relay_events
+from blueprints.chat.streaming import ChunkWriter, StreamOutcome
 from gaia_app.errors import APIError
 from gaia_app.providers.base import ChatMessage
 from gaia_app.security import Principal
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
 
 def _not_found(what: str, value) -> APIError:
     return APIError(404, f"No {what} with id '{value}'.", type="/problems/not-found")
@@ -102,44 +99,24 @@ def answer(exchange: Exchange) -> dict:
         "conversation_id": exchange.conversation_id,
         "persona_id": exchange.persona_id,
         "finish_reason": completion.finish_reason,
-        "usage": {
-            "prompt_tokens": completion.usage.prompt_tokens,
-            "completion_tokens": completion.usage.completion_tokens,
-            "total_tokens": completion.usage.total_tokens,
-        },
+        "usage": completion.usage.as_dict(),
         "response_time_ms": exchange.elapsed_ms,
     }
 
 
 def stream(exchange: Exchange) -> Response:
-    relay, first = exchanges.open_stream(exchange)
-    app = current_app._get_current_object()
-    completion_id = "chatcmpl-" + uuid.uuid4().hex
-
-    def closing(outcome: StreamOutcome, writer: ChunkWriter | None) -> list[bytes]:
-        usage = outcome.chunk.usage if outcome.chunk and outcome.chunk.usage else None
-        usage = usage or exchanges.estimate_usage(exchange, outcome.text)
-        extra = {
-            "usage": {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.total_tokens,
-            },
+    def closing(outcome: StreamOutcome, writer: ChunkWriter) -> list[bytes]:
+        return [writer.finish(outcome.finish_reason, {
+            "usage": exchanges.outcome_usage(exchange, outcome).as_dict(),
             "provider": outcome.target.provider.id,
             "conversation_id": str(exchange.conversation_id),
             "persona_id": str(exchange.persona_id) if exchange.persona_id else None,
             "response_time_ms": exchange.elapsed_ms,
-        }
-        finish = outcome.chunk.finish_reason if outcome.chunk and outcome.chunk.finish_reason else "stop"
-        return [writer.finish(finish, extra)]
+        })]
 
-    body = relay_events(
-        relay,
-        first,
-        app.extensions["gaia"].settings.llm.stream_keepalive,
-        lambda target: ChunkWriter(completion_id, target.model.id),
+    return exchanges.stream_response(
+        exchange,
+        lambda target: target.model.id,
         closing,
-        lambda outcome: exchanges.finish_stream(app, exchange, outcome),
+        headers={"X-Conversation-Id": str(exchange.conversation_id)},
     )
-    headers = dict(SSE_HEADERS, **{"X-Conversation-Id": str(exchange.conversation_id)})
-    return Response(body, mimetype="text/event-stream", headers=headers)

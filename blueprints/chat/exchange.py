@@ -11,23 +11,26 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from flask import current_app
+from flask import Response, current_app
 
 from blueprints.chat import routing
 from blueprints.chat import store as store_exchange
 from blueprints.chat.routing import Target
-from blueprints.chat.streaming import StreamOutcome, StreamRelay
+from blueprints.chat.streaming import ChunkWriter, StreamOutcome, StreamRelay, relay_events
 from gaia_app.errors import APIError
 from gaia_app.extensions import db
 from gaia_app.models import utcnow
 from gaia_app.providers.base import ChatMessage, ChatRequest, Completion, ModelInfo, ProviderError, Usage
 from gaia_app.providers.local import count_tokens
-from gaia_app.security import Principal
+from gaia_app.security import Principal, release_connection
 
 log = logging.getLogger(__name__)
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @dataclass
@@ -71,18 +74,13 @@ def check_max_tokens(max_tokens: int | None, model: ModelInfo, field_name: str =
         )
 
 
-def _release_connection() -> None:
-    """No database connection is held while a provider thinks (authentication may have used
-    one): under load, waiting requests holding connections would starve the pool."""
-    db.session.close()
-
-
 # -- not streamed -------------------------------------------------------------------------
 
 
 def complete(exchange: Exchange) -> tuple[Target, Completion]:
     """Ask the providers in turn; store and record. Raises a problem when none answers."""
-    _release_connection()
+    # No connection is held while a provider thinks (the /v1 persona lookup may have used one).
+    release_connection()
     try:
         target, completion = routing.complete(exchange.targets, exchange.request_for)
     except ProviderError as error:
@@ -110,7 +108,8 @@ def open_stream(exchange: Exchange):
     status, with Retry-After); otherwise returns (relay, the event to send first, or None when
     the response should start with a keepalive comment).
     """
-    _release_connection()
+    # No connection is held while a provider thinks (the /v1 persona lookup may have used one).
+    release_connection()
     relay = StreamRelay(exchange.targets, exchange.request_for)
     keepalive = current_app.extensions["gaia"].settings.llm.stream_keepalive
     first = relay.next(keepalive)
@@ -123,6 +122,32 @@ def open_stream(exchange: Exchange):
     return relay, first
 
 
+def stream_response(
+    exchange: Exchange,
+    model_name: Callable[[Target], str],
+    closing: Callable[[StreamOutcome, ChunkWriter], list[bytes]],
+    headers: dict | None = None,
+) -> Response:
+    """The streamed answer of either API: chunks named `model_name(target)`, then `closing`."""
+    relay, first = open_stream(exchange)
+    app = current_app._get_current_object()
+    completion_id = "chatcmpl-" + uuid.uuid4().hex
+    body = relay_events(
+        relay,
+        first,
+        app.extensions["gaia"].settings.llm.stream_keepalive,
+        lambda target: ChunkWriter(completion_id, model_name(target)),
+        closing,
+        lambda outcome: finish_stream(app, exchange, outcome),
+    )
+    return Response(body, mimetype="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
+
+
+def outcome_usage(exchange: Exchange, outcome: StreamOutcome) -> Usage:
+    """What a stream used: as its provider reported, else counted here."""
+    return outcome.reported_usage or estimate_usage(exchange, outcome.text)
+
+
 def finish_stream(app, exchange: Exchange, outcome: StreamOutcome) -> None:
     """After a stream, whatever happened: store a complete answer, record usage always.
 
@@ -130,16 +155,15 @@ def finish_stream(app, exchange: Exchange, outcome: StreamOutcome) -> None:
     """
     with app.app_context():
         target = outcome.target
-        usage = outcome.chunk.usage if outcome.chunk is not None else None
         try:
             if outcome.error is not None:
-                record_usage(exchange, target, usage or estimate_usage(exchange, outcome.text), "error",
+                record_usage(exchange, target, outcome_usage(exchange, outcome), "error",
                              error=outcome.error, first_token_at=outcome.first_token_at)
             elif outcome.cancelled or target is None:
                 record_usage(exchange, target, estimate_usage(exchange, outcome.text), "cancelled",
                              first_token_at=outcome.first_token_at)
             else:
-                usage = usage or estimate_usage(exchange, outcome.text)
+                usage = outcome_usage(exchange, outcome)
                 store(exchange, target, outcome.text, usage)
                 record_usage(exchange, target, usage, "ok", first_token_at=outcome.first_token_at)
         finally:

@@ -18,9 +18,8 @@ from werkzeug.exceptions import HTTPException
 
 from blueprints.chat import exchange as exchanges
 from blueprints.chat import personas, routing
-from blueprints.chat.chat import SSE_HEADERS
 from blueprints.chat.exchange import Exchange
-from blueprints.chat.streaming import ChunkWriter, StreamOutcome, relay_events
+from blueprints.chat.streaming import ChunkWriter, StreamOutcome
 from gaia_app.errors import APIError
 from gaia_app.providers.base import ChatMessage
 from gaia_app.schemas import text_problem
@@ -158,11 +157,6 @@ def _prepare(body: dict) -> tuple[Exchange, str, bool]:
     return exchange, model, include_usage
 
 
-def _usage(usage) -> dict:
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens}
-
-
 @blp.route("/chat/completions", methods=["POST"])
 @require_auth("chat")
 @blp.doc(summary="Create a chat completion (OpenAI-compatible)")
@@ -172,45 +166,34 @@ def chat_completions():
     if not isinstance(body, dict):
         raise _invalid("The request body must be a JSON object.")
     exchange, model_name, include_usage = _prepare(body)
-    completion_id = "chatcmpl-" + uuid.uuid4().hex
+
+    def response_model(target) -> str:
+        # A persona model keeps the name the client asked for.
+        return model_name if model_name.startswith(PERSONA_PREFIX) else target.model.id
+
     if not exchange.stream:
         target, completion = exchanges.complete(exchange)
         return {
-            "id": completion_id,
+            "id": "chatcmpl-" + uuid.uuid4().hex,
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": model_name if model_name.startswith(PERSONA_PREFIX) else target.model.id,
+            "model": response_model(target),
             "choices": [{
                 "index": 0,
                 "message": {"role": "assistant", "content": completion.text, "refusal": None},
                 "logprobs": None,
                 "finish_reason": completion.finish_reason,
             }],
-            "usage": _usage(completion.usage),
+            "usage": completion.usage.as_dict(),
         }
 
-    relay, first = exchanges.open_stream(exchange)
-    app = current_app._get_current_object()
-
     def closing(outcome: StreamOutcome, writer: ChunkWriter) -> list[bytes]:
-        chunk = outcome.chunk
-        events = [writer.finish(chunk.finish_reason if chunk and chunk.finish_reason else "stop")]
+        events = [writer.finish(outcome.finish_reason)]
         if include_usage:
-            usage = chunk.usage if chunk and chunk.usage else exchanges.estimate_usage(exchange, outcome.text)
-            events.append(writer.usage_only(_usage(usage)))
+            events.append(writer.usage_only(exchanges.outcome_usage(exchange, outcome).as_dict()))
         return events
 
-    body_iter = relay_events(
-        relay,
-        first,
-        app.extensions["gaia"].settings.llm.stream_keepalive,
-        lambda target: ChunkWriter(
-            completion_id, model_name if model_name.startswith(PERSONA_PREFIX) else target.model.id
-        ),
-        closing,
-        lambda outcome: exchanges.finish_stream(app, exchange, outcome),
-    )
-    return Response(body_iter, mimetype="text/event-stream", headers=SSE_HEADERS)
+    return exchanges.stream_response(exchange, response_model, closing)
 
 
 def _model_entries() -> list[dict]:

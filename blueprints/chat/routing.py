@@ -40,13 +40,18 @@ def registry() -> ProviderRegistry:
     return current_app.extensions["gaia"].providers
 
 
-def _unknown_provider(provider_id: str, registry: ProviderRegistry) -> APIError:
-    return APIError(
-        404,
-        f"Unknown provider '{provider_id}'. Configured providers: {', '.join(registry.ids()) or 'none'}.",
-        type="/problems/unknown-provider",
-        available=registry.ids(),
-    )
+def provider_or_404(provider_id: str) -> LLMProvider:
+    """The configured provider of that id; a 404 naming the configured ones otherwise."""
+    reg = registry()
+    provider = reg.get(provider_id)
+    if provider is None:
+        raise APIError(
+            404,
+            f"Unknown provider '{provider_id}'. Configured providers: {', '.join(reg.ids()) or 'none'}.",
+            type="/problems/unknown-provider",
+            available=reg.ids(),
+        )
+    return provider
 
 
 def _unknown_model(model_id: str, registry: ProviderRegistry, provider: str | None) -> APIError:
@@ -74,8 +79,8 @@ def resolve_target(model: str | None, provider: str | None) -> Target:
     """The provider and model a request names, or the deployment's default. 404 if unknown."""
     reg = registry()
     llm = current_app.extensions["gaia"].settings.llm
-    if provider is not None and reg.get(provider) is None:
-        raise _unknown_provider(provider, reg)
+    if provider is not None:
+        provider_or_404(provider)
     if model is None:
         provider = provider or llm.default_provider
         if llm.default_model and provider in (None, llm.default_provider):

@@ -178,29 +178,23 @@ def read_context(
 # PostgreSQL: the conversation row and both messages in one atomic statement. When continuing,
 # the messages are only added if the conversation still exists (it may have been deleted
 # while the answer was being written).
-_NEW_PG = text("""
-WITH conversation AS (
-    INSERT INTO conversations (id, user_id, persona_id, title, model, message_count, created_at, updated_at)
-    VALUES (:conversation_id, :user_id, :persona_id, :title, :label, 2, :asked_at, :answered_at)
-    RETURNING id
-)
+_EXCHANGE_PG = """
+WITH conversation AS ({conversation})
 INSERT INTO messages (id, conversation_id, role, content, provider, model, prompt_tokens, completion_tokens, created_at)
 SELECT v.id, conversation.id, v.role, v.content, v.provider, v.model, v.prompt_tokens, v.completion_tokens, v.created_at
 FROM conversation, (VALUES
     (CAST(:user_message_id AS uuid), 'user', CAST(:question AS text), CAST(NULL AS varchar), CAST(NULL AS varchar), CAST(NULL AS integer), CAST(NULL AS integer), CAST(:asked_at AS timestamptz)),
     (CAST(:answer_id AS uuid), 'assistant', CAST(:answer AS text), CAST(:provider AS varchar), CAST(:model AS varchar), CAST(:prompt_tokens AS integer), CAST(:completion_tokens AS integer), CAST(:answered_at AS timestamptz))
 ) AS v (id, role, content, provider, model, prompt_tokens, completion_tokens, created_at)
-""")
-_CONTINUE_PG = text(
-    _NEW_PG.text.replace(
-        """INSERT INTO conversations (id, user_id, persona_id, title, model, message_count, created_at, updated_at)
+"""
+_NEW_PG = text(_EXCHANGE_PG.format(conversation="""
+    INSERT INTO conversations (id, user_id, persona_id, title, model, message_count, created_at, updated_at)
     VALUES (:conversation_id, :user_id, :persona_id, :title, :label, 2, :asked_at, :answered_at)
-    RETURNING id""",
-        """UPDATE conversations SET message_count = message_count + 2, updated_at = :answered_at, model = :label
+    RETURNING id"""))
+_CONTINUE_PG = text(_EXCHANGE_PG.format(conversation="""
+    UPDATE conversations SET message_count = message_count + 2, updated_at = :answered_at, model = :label
     WHERE id = :conversation_id
-    RETURNING id""",
-    )
-)
+    RETURNING id"""))
 
 
 def save_exchange(

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from flask import Flask, current_app
 
 from blueprints.chat.routing import Target, note_failure, pause_of
-from gaia_app.providers.base import ChatRequest, ProviderError, StreamChunk
+from gaia_app.providers.base import ChatRequest, ProviderError, StreamChunk, Usage
 from gaia_app.providers.http import StreamScope
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,15 @@ class StreamOutcome:
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
+
+    @property
+    def finish_reason(self) -> str:
+        return self.chunk.finish_reason if self.chunk and self.chunk.finish_reason else "stop"
+
+    @property
+    def reported_usage(self) -> Usage | None:
+        """The usage the provider reported at the end, if it did."""
+        return self.chunk.usage if self.chunk else None
 
 
 def relay_events(
