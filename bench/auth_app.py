@@ -44,7 +44,7 @@ def open_models():
 
 
 def register_bench_routes(app):
-    from gaia_app.security import require_auth
+    from gaia_app.identity import require_auth
 
     app.add_url_rule(OPEN_PATH, "bench_open_models", open_models)
     app.add_url_rule(AUTH_PATH, "bench_auth_models", require_auth(open_models))

@@ -98,7 +98,7 @@ def add_probe_routes(app) -> dict[str, str]:
 
     from blueprints.chat import catalog
     from blueprints.chat.schemas import ModelListSchema, ModelQuerySchema
-    from gaia_app.security import require_auth
+    from gaia_app.identity import require_auth
 
     blp = Blueprint("bench_probe", __name__, url_prefix="/bench-probe")
 
@@ -169,7 +169,7 @@ def release(app) -> None:
     from gaia_app.extensions import db
 
     try:
-        app.extensions["gaia"].authenticator.last_used.flush()
+        app.extensions["gaia"].last_used.flush()
     except Exception as exc:
         log(f"could not flush last_used_at: {exc}")
     with app.app_context():

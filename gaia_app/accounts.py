@@ -1,34 +1,29 @@
-"""Users and API keys: the business rules the CLI and the auth service share."""
+"""Users and API keys: the rules the CLI and the auth service share.
+
+Like every service function, these change rows on the session and flush; the caller (a
+route's `@commits`, or a CLI command) commits. A rule that does not hold raises a domain
+error (`InvalidField`, `Conflict`) that names the field or the clash.
+"""
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy.exc import IntegrityError
 
-from gaia_app.apikeys import generate_api_key, hash_api_key, key_hint
+from gaia_app.errors import Conflict, InvalidField
 from gaia_app.extensions import db
-from gaia_app.invalidation import queue_key_invalidation, queue_user_invalidation
+from gaia_app.identity.apikeys import generate_api_key, hash_api_key, key_hint
+from gaia_app.identity.emails import normalize_email
+from gaia_app.identity.passwords import PasswordPolicyError, check_password_policy, hash_password
+from gaia_app.identity.scopes import ADMIN, DEFAULT_SCOPES, SCOPES, unknown_scopes
 from gaia_app.models import ApiKey, User, utcnow
-from gaia_app.security import DEFAULT_KEY_SCOPES, SCOPES
+from gaia_app.runtime.invalidation import queue_invalidation
 
-_EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 MAX_KEY_NAME = 100
 MAX_USER_NAME = 200
-
-
-class AccountError(ValueError):
-    """A request about accounts that cannot be honoured; the message says why."""
-
-
-def normalize_email(email: str) -> str:
-    email = (email or "").strip().lower()
-    if len(email) > 320 or not _EMAIL_RE.match(email):
-        raise AccountError(f"{email!r} is not a valid email address")
-    return email
 
 
 def find_user_by_email(email: str) -> User | None:
@@ -39,7 +34,7 @@ def find_user_by_email(email: str) -> User | None:
 
 def _check_name(name: str | None) -> None:
     if name is not None and len(name) > MAX_USER_NAME:
-        raise AccountError(f"a name can be at most {MAX_USER_NAME} characters")
+        raise InvalidField("name", f"A name can be at most {MAX_USER_NAME} characters.")
 
 
 def create_user(
@@ -54,7 +49,7 @@ def create_user(
         db.session.flush()
     except IntegrityError:
         db.session.rollback()
-        raise AccountError(f"a user with email {user.email} already exists") from None
+        raise Conflict(f"A user with email {user.email} already exists.") from None
     return user
 
 
@@ -64,10 +59,13 @@ def ensure_admin(email: str, *, name: str | None = None) -> tuple[User, bool]:
     user = find_user_by_email(email)
     if user is None:
         return create_user(email, name=name, is_admin=True), True
+    if not (user.is_admin and user.is_active):
+        queue_invalidation(db.session, "user", user.id)
     user.is_admin = True
     user.is_active = True
     if name:
         user.name = name
+    db.session.flush()
     return user, False
 
 
@@ -80,15 +78,15 @@ def any_admin_exists() -> bool:
 
 def validate_scopes(scopes: Iterable[str], *, user: User) -> list[str]:
     scopes = sorted(set(scopes))
-    unknown = [scope for scope in scopes if scope not in SCOPES]
+    unknown = unknown_scopes(scopes)
     if unknown:
-        raise AccountError(
-            f"unknown scope(s) {', '.join(unknown)}; valid scopes are {', '.join(SCOPES)}"
+        raise InvalidField(
+            "scopes", f"Unknown scope(s) {', '.join(unknown)}; valid scopes are {', '.join(SCOPES)}."
         )
-    if "admin" in scopes and not user.is_admin:
-        raise AccountError("only an admin user can hold a key with the admin scope")
+    if ADMIN in scopes and not user.is_admin:
+        raise InvalidField("scopes", "Only an admin user can hold a key with the admin scope.")
     if not scopes:
-        raise AccountError("a key needs at least one scope")
+        raise InvalidField("scopes", "A key needs at least one scope.")
     return scopes
 
 
@@ -99,19 +97,21 @@ def create_api_key(
     environment: str,
     scopes: Iterable[str] | None = None,
     expires_at: datetime | None = None,
+    rate_limit: str | None = None,
+    now: datetime | None = None,
 ) -> tuple[ApiKey, str]:
     """Make a key for `user`. Returns the row and the key itself, which is never stored."""
     name = (name or "").strip()
     if not name or len(name) > MAX_KEY_NAME:
-        raise AccountError(f"a key name must be 1 to {MAX_KEY_NAME} characters")
+        raise InvalidField("name", f"A key name must be 1 to {MAX_KEY_NAME} characters.")
     if not user.is_active:
-        raise AccountError(f"user {user.email} is deactivated")
+        raise Conflict(f"User {user.email} is deactivated.")
     if expires_at is not None:
         if expires_at.tzinfo is None:
             expires_at = expires_at.replace(tzinfo=timezone.utc)
-        if expires_at <= utcnow():
-            raise AccountError("expires_at must be in the future")
-    chosen = validate_scopes(DEFAULT_KEY_SCOPES if scopes is None else scopes, user=user)
+        if expires_at <= (now or utcnow()):
+            raise InvalidField("expires_at", "expires_at must be in the future.")
+    chosen = validate_scopes(DEFAULT_SCOPES if scopes is None else scopes, user=user)
     plaintext = generate_api_key(environment)
     key = ApiKey(
         user_id=user.id,
@@ -121,6 +121,7 @@ def create_api_key(
         scopes=chosen,
         is_active=True,
         expires_at=expires_at,
+        rate_limit=rate_limit,
     )
     db.session.add(key)
     db.session.flush()
@@ -153,7 +154,8 @@ def revoke_api_key(key: ApiKey) -> bool:
         return False
     key.is_active = False
     key.revoked_at = utcnow()
-    queue_key_invalidation(db.session, key.key_hash)
+    queue_invalidation(db.session, "key", key.key_hash)
+    db.session.flush()
     return True
 
 
@@ -165,27 +167,9 @@ def deactivate_user(user: User) -> bool:
     if not user.is_active:
         return False
     user.is_active = False
-    queue_user_invalidation(db.session, user.id)
+    queue_invalidation(db.session, "user", user.id)
+    db.session.flush()
     return True
-
-
-def external_user_email(token) -> str:
-    """An email for a user first seen in an external issuer's token.
-
-    The token's email when no account uses it yet, else a placeholder under the reserved
-    `.invalid` domain (never linked to an existing account).
-    """
-    if token.email:
-        try:
-            email = normalize_email(token.email)
-        except AccountError:
-            email = None
-        if email and db.session.execute(
-            db.select(User.id).where(User.email == email)
-        ).first() is None:
-            return email
-    digest = hash_api_key(token.external_subject)[:16]
-    return f"{token.issuer_kind}-{digest}@external.invalid"
 
 
 def key_state(key: ApiKey, now: datetime | None = None) -> str:
@@ -197,15 +181,16 @@ def key_state(key: ApiKey, now: datetime | None = None) -> str:
 
 
 def rotate_api_key(
-    key: ApiKey, *, environment: str, grace_seconds: int
+    key: ApiKey, *, environment: str, grace_seconds: int, now: datetime | None = None
 ) -> tuple[ApiKey, str]:
     """Replace `key` with a new one of the same name, scopes and limit.
 
     The old key keeps working for `grace_seconds` (so deployed clients can switch), then
     expires; with 0 it stops at once.
     """
-    if key_state(key) != "active":
-        raise AccountError("only an active key can be rotated")
+    now = now or utcnow()
+    if key_state(key, now) != "active":
+        raise Conflict("Only an active key can be rotated.")
     user = db.session.get(User, key.user_id)
     new_key, plaintext = create_api_key(
         user,
@@ -213,16 +198,18 @@ def rotate_api_key(
         environment=environment,
         scopes=key.scopes,
         expires_at=key.expires_at,
+        rate_limit=key.rate_limit,
+        now=now,
     )
-    new_key.rate_limit = key.rate_limit
-    grace_end = utcnow() + timedelta(seconds=max(grace_seconds, 0))
+    grace_end = now + timedelta(seconds=max(grace_seconds, 0))
     if key.expires_at is None or key.expires_at > grace_end:
         key.expires_at = grace_end
     if grace_seconds <= 0:
         key.is_active = False
-        key.revoked_at = utcnow()
+        key.revoked_at = now
     key.replaced_by_id = new_key.id
-    queue_key_invalidation(db.session, key.key_hash)
+    queue_invalidation(db.session, "key", key.key_hash)
+    db.session.flush()
     return new_key, plaintext
 
 
@@ -247,24 +234,24 @@ def update_user(
     if password is not None:
         set_password(user, password)
     if changed_rights:
-        queue_user_invalidation(db.session, user.id)
+        queue_invalidation(db.session, "user", user.id)
+    db.session.flush()
 
 
 def delete_user(user: User) -> None:
     """Delete a user with their keys, tokens, personas and preferences (cascades)."""
     for key in user.api_keys:
-        queue_key_invalidation(db.session, key.key_hash)
-    queue_user_invalidation(db.session, user.id)
+        queue_invalidation(db.session, "key", key.key_hash)
+    queue_invalidation(db.session, "user", user.id)
     db.session.delete(user)
+    db.session.flush()
 
 
 def set_password(user: User, password: str) -> None:
-    from gaia_app.passwords import PasswordPolicyError, check_password_policy, hash_password
-
     try:
         check_password_policy(password, email=user.email)
     except PasswordPolicyError as exc:
-        raise AccountError(f"the password {exc}") from None
+        raise InvalidField("password", f"The password {exc}.") from None
     user.password_hash = hash_password(password)
 
 

@@ -6,9 +6,11 @@ from celery import Celery, Task
 from celery.signals import worker_process_init
 from flask import Flask
 
+from gaia_app.state import gaia
+
 
 def celery_init_app(app: Flask) -> Celery:
-    settings = app.extensions["gaia"].settings
+    settings = gaia(app).settings
 
     class FlaskTask(Task):
         def __call__(self, *args, **kwargs):

@@ -10,13 +10,15 @@ import re
 from datetime import datetime, timedelta, timezone
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import DBAPIError
 
 from gaia_app import accounts
-from gaia_app.accounts import AccountError
-from gaia_app.extensions import db
+from gaia_app.errors import APIError
+from gaia_app.extensions import db, is_missing_schema
+from gaia_app.identity.scopes import SCOPES
+from gaia_app.state import gaia
 
 keys_cli = AppGroup("keys", help="Create, list and revoke API keys.")
 users_cli = AppGroup("users", help="List, create and deactivate users.")
@@ -26,7 +28,7 @@ MAX_KEY_LIFETIME = timedelta(days=3650)
 
 
 def _settings():
-    return current_app.extensions["gaia"].settings
+    return gaia().settings
 
 
 def _fail(message: str) -> None:
@@ -43,8 +45,7 @@ def database_command(command):
             return command(*args, **kwargs)
         except DBAPIError as exc:
             db.session.rollback()
-            text = str(exc.orig).lower()
-            if "no such table" in text or "does not exist" in text:
+            if is_missing_schema(exc):
                 raise click.ClickException(
                     "the database has no Gaia schema: run `flask --app wsgi db upgrade` first"
                 ) from None
@@ -82,8 +83,8 @@ def _parse_expiry(expires_in: str | None, expires_at: str | None) -> datetime | 
 def _user_or_fail(email: str):
     try:
         user = accounts.find_user_by_email(email)
-    except AccountError as exc:
-        _fail(str(exc))
+    except APIError as exc:
+        _fail(exc.detail)
     if user is None:
         _fail(f"no user with email {email.strip().lower()}")
     return user
@@ -110,10 +111,10 @@ def create_admin_command(email: str, name: str | None, if_missing: bool) -> None
             user,
             name="admin",
             environment=_settings().environment,
-            scopes=("admin", "chat", "assets"),
+            scopes=SCOPES,
         )
-    except AccountError as exc:
-        _fail(str(exc))
+    except APIError as exc:
+        _fail(exc.detail)
     db.session.commit()
     click.echo(f"{'Created' if created else 'Found'} admin user {user.email} ({user.id})")
     click.echo(f"API key: {plaintext}")
@@ -139,8 +140,8 @@ def create_key_command(email, name, scopes, expires_in, expires_at) -> None:
             scopes=[s.strip() for s in scopes.split(",") if s.strip()],
             expires_at=expiry,
         )
-    except AccountError as exc:
-        _fail(str(exc))
+    except APIError as exc:
+        _fail(exc.detail)
     db.session.commit()
     click.echo(f"Created key {key.id} ({key.hint}) for {user.email}, scopes {','.join(key.scopes)}")
     click.echo(f"API key: {plaintext}")
@@ -157,9 +158,7 @@ def list_keys_command(email: str | None) -> None:
         click.echo("No API keys.")
         return
     for key in rows:
-        state = "active" if key.is_active else "revoked"
-        if key.is_active and key.expires_at and key.expires_at <= datetime.now(timezone.utc):
-            state = "expired"
+        state = accounts.key_state(key)
         click.echo(
             f"{key.id}  {key.hint:<22} {state:<8} {key.user.email:<30} {key.name:<20} "
             f"scopes={','.join(key.scopes)} "
@@ -207,8 +206,8 @@ def create_user_command(email: str, name: str | None, is_admin: bool) -> None:
     """Make a user (without a key: see `keys create`)."""
     try:
         user = accounts.create_user(email, name=name, is_admin=is_admin)
-    except AccountError as exc:
-        _fail(str(exc))
+    except APIError as exc:
+        _fail(exc.detail)
     db.session.commit()
     click.echo(f"Created user {user.email} ({user.id}){' as admin' if is_admin else ''}.")
 

@@ -1,7 +1,8 @@
 """Settings: read from the environment once, when the app factory runs, and validated.
 
-Everything configurable lives in one frozen `Settings` object (kept at
-``app.extensions["gaia"].settings``). Nothing else in the code reads ``os.environ``.
+Everything configurable lives in one frozen `Settings` object (kept at `gaia().settings`),
+with the LLM providers' part in `settings.llm` (`providers.settings`). Nothing else in the
+code reads ``os.environ``.
 """
 
 from __future__ import annotations
@@ -16,16 +17,14 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from gaia_app.llm_settings import LLMSettings, ProviderFileError, load_llm_settings
+from gaia_app.constants import __version__
+from gaia_app.environment import ConfigError, number
+from gaia_app.providers.settings import LLMSettings, load_llm_settings
 
 SERVICES = ("gateway", "auth", "chat", "asset")
 ENVIRONMENTS = ("local", "dev", "staging", "prod")
 MIN_SECRET_BYTES = 32
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
-
-
-class ConfigError(Exception):
-    """A setting is missing or wrong. The message is meant for the operator, as is."""
 
 
 @dataclass(frozen=True)
@@ -43,8 +42,6 @@ class Settings:
     auth_negative_cache_ttl: float
     last_used_flush_interval: float
     database_connect_timeout: int
-    disable_local_provider: bool
-    local_provider_latency_ms: float
     service_urls: Mapping[str, str] = field(default_factory=dict)
     access_token_ttl: int = 900
     refresh_token_ttl: int = 30 * 24 * 3600
@@ -155,34 +152,10 @@ def _secret_key(env: Mapping[str, str], environment: str, instance_path: Path) -
         raise ConfigError(f"cannot read the local secret key at {path}: {exc}") from None
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
-    return value
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise ConfigError(f"{name}={raw!r} is not a boolean (use 1 or 0)")
-
-
 def _build_id(env: Mapping[str, str], root: Path) -> str:
     explicit = env.get("GAIA_BUILD_ID", "").strip()
     if explicit:
         return explicit
-    from gaia_app import __version__
-
     commit = _git_commit(root)
     return f"{__version__}+{commit[:12]}" if commit else __version__
 
@@ -213,17 +186,38 @@ def load_settings(env: Mapping[str, str], instance_path: Path, project_root: Pat
         raise ConfigError(
             f"ENVIRONMENT={environment!r} is not one of: {', '.join(ENVIRONMENTS)}"
         )
-    services = parse_services(env.get("SERVICE_NAME", "all"))
     redis_url = env.get("REDIS_URL", "").strip() or None
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+    return Settings(
+        services=parse_services(env.get("SERVICE_NAME", "all")),
+        environment=environment,
+        database_url=_database_url(env, instance_path),
+        redis_url=redis_url,
+        secret_key=_secret_key(env, environment, instance_path),
+        build_id=_build_id(env, project_root),
+        max_content_length=int(number(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1024)),
+        allowed_origins=tuple(
+            origin.strip() for origin in env.get("ALLOWED_ORIGINS", "").split(",") if origin.strip()
+        ),
+        database_connect_timeout=int(number(env, "DATABASE_CONNECT_TIMEOUT", 3, minimum=1)),
+        service_urls={
+            name: env[f"{name.upper()}_SERVICE_URL"].rstrip("/")
+            for name in ("auth", "chat", "asset")
+            if env.get(f"{name.upper()}_SERVICE_URL", "").strip()
+        },
+        llm=load_llm_settings(env),
+        database_pool_size=int(number(env, "DATABASE_POOL_SIZE", 20, minimum=1)),
+        database_max_overflow=int(number(env, "DATABASE_MAX_OVERFLOW", 10)),
+        **_auth_settings(env, environment, redis_url),
+    )
 
-    rate = _rate(env, "RATE_LIMIT_DEFAULT", "60/minute")
-    auth_rate = _rate(env, "AUTH_RATE_LIMIT", "10/minute")
+
+def _auth_settings(env: Mapping[str, str], environment: str, redis_url: str | None) -> dict:
+    """Credentials, sessions and rate limits."""
     on_error = env.get("RATE_LIMIT_ON_ERROR", "open").strip().lower()
     if on_error not in ("open", "closed"):
         raise ConfigError(f"RATE_LIMIT_ON_ERROR={on_error!r} must be open or closed")
-
     jwks_url = env.get("JWT_JWKS_URL", "").strip() or None
     jwt_issuer = env.get("JWT_ISSUER", "").strip() or None
     jwt_audience = env.get("JWT_AUDIENCE", "").strip() or None
@@ -232,52 +226,23 @@ def load_settings(env: Mapping[str, str], instance_path: Path, project_root: Pat
     supabase_secret = env.get("SUPABASE_JWT_SECRET", "") or None
     if supabase_secret and len(supabase_secret.encode()) < MIN_SECRET_BYTES and environment != "local":
         raise ConfigError(f"SUPABASE_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
-
-    max_content = int(_float(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1024))
-    disable_local = _flag(env, "GAIA_DISABLE_LOCAL_PROVIDER")
-    try:
-        llm = load_llm_settings(env, _float, local_enabled=not disable_local)
-    except ProviderFileError as error:
-        raise ConfigError(str(error)) from None
-    service_urls = {
-        name: env[f"{name.upper()}_SERVICE_URL"].rstrip("/")
-        for name in ("auth", "chat", "asset")
-        if env.get(f"{name.upper()}_SERVICE_URL", "").strip()
-    }
-    return Settings(
-        services=services,
-        environment=environment,
-        database_url=_database_url(env, instance_path),
-        redis_url=redis_url,
-        secret_key=_secret_key(env, environment, instance_path),
-        build_id=_build_id(env, project_root),
-        max_content_length=max_content,
-        rate_limit_default=rate,
-        allowed_origins=tuple(
-            origin.strip() for origin in env.get("ALLOWED_ORIGINS", "").split(",") if origin.strip()
-        ),
+    return {
+        "rate_limit_default": _rate(env, "RATE_LIMIT_DEFAULT", "60/minute"),
+        "auth_rate_limit": _rate(env, "AUTH_RATE_LIMIT", "10/minute"),
+        "rate_limit_on_error": on_error,
         # With Redis, changes are pushed to every process, so entries can live longer.
-        auth_cache_ttl=_float(env, "AUTH_CACHE_TTL", 60.0 if redis_url else 1.0),
-        auth_negative_cache_ttl=_float(env, "AUTH_NEGATIVE_CACHE_TTL", 30.0),
-        last_used_flush_interval=_float(env, "LAST_USED_FLUSH_INTERVAL", 30.0, minimum=0.05),
-        database_connect_timeout=int(_float(env, "DATABASE_CONNECT_TIMEOUT", 3, minimum=1)),
-        disable_local_provider=disable_local,
-        local_provider_latency_ms=_float(env, "LOCAL_PROVIDER_LATENCY_MS", 0.0),
-        service_urls=service_urls,
-        access_token_ttl=int(_float(env, "ACCESS_TOKEN_TTL", 900, minimum=30)),
-        refresh_token_ttl=int(_float(env, "REFRESH_TOKEN_TTL", 30 * 24 * 3600, minimum=300)),
-        key_rotation_grace=int(_float(env, "KEY_ROTATION_GRACE", 24 * 3600)),
-        rate_limit_on_error=on_error,
-        auth_rate_limit=auth_rate,
-        trusted_proxy_count=int(_float(env, "TRUSTED_PROXY_COUNT", 0)),
-        supabase_jwt_secret=supabase_secret,
-        jwks_url=jwks_url,
-        jwt_issuer=jwt_issuer,
-        jwt_audience=jwt_audience,
-        llm=llm,
-        database_pool_size=int(_float(env, "DATABASE_POOL_SIZE", 20, minimum=1)),
-        database_max_overflow=int(_float(env, "DATABASE_MAX_OVERFLOW", 10)),
-    )
+        "auth_cache_ttl": number(env, "AUTH_CACHE_TTL", 60.0 if redis_url else 1.0),
+        "auth_negative_cache_ttl": number(env, "AUTH_NEGATIVE_CACHE_TTL", 30.0),
+        "last_used_flush_interval": number(env, "LAST_USED_FLUSH_INTERVAL", 30.0, minimum=0.05),
+        "access_token_ttl": int(number(env, "ACCESS_TOKEN_TTL", 900, minimum=30)),
+        "refresh_token_ttl": int(number(env, "REFRESH_TOKEN_TTL", 30 * 24 * 3600, minimum=300)),
+        "key_rotation_grace": int(number(env, "KEY_ROTATION_GRACE", 24 * 3600)),
+        "trusted_proxy_count": int(number(env, "TRUSTED_PROXY_COUNT", 0)),
+        "supabase_jwt_secret": supabase_secret,
+        "jwks_url": jwks_url,
+        "jwt_issuer": jwt_issuer,
+        "jwt_audience": jwt_audience,
+    }
 
 
 def _rate(env: Mapping[str, str], name: str, default: str) -> str:

@@ -1,44 +1,164 @@
-"""Every error leaves the app as RFC 9457 problem+json, from this one place."""
+"""Every error leaves the app from this one place: problem+json (RFC 9457), or OpenAI's error
+shape under `/v1`.
+
+Services raise domain errors (`NotFound`, `Conflict`, `InvalidField`, ...). Each kind carries
+its own status and problem type, and the field it concerns where there is one; the handlers
+below only render them. No status is ever chosen by reading an exception's message.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, Response, json, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from gaia_app.extensions import db
+from gaia_app.extensions import db, is_missing_schema
 
 log = logging.getLogger("gaia.errors")
 
 PROBLEM_MIMETYPE = "application/problem+json"
+OPENAI_PREFIX = "/v1"
 
 
 class APIError(Exception):
-    """An error the client should see, with its HTTP status and a clear detail."""
+    """An error the client should see. Subclasses name the kind; `status` comes with it."""
+
+    status = 500
+    type = "about:blank"
+    title: str | None = None
+    # The `code` of OpenAI's error object, for the kinds that have one.
+    openai_code: str | None = None
 
     def __init__(
         self,
-        status: int,
         detail: str,
         *,
-        title: str | None = None,
-        type: str = "about:blank",
         errors: list[dict[str, Any]] | None = None,
         headers: Mapping[str, str] | None = None,
         **extra: Any,
     ):
         super().__init__(detail)
-        self.status = status
         self.detail = detail
-        self.title = title
-        self.type = type
         self.errors = errors
         self.headers = dict(headers or {})
         self.extra = extra
+
+    @property
+    def field(self) -> str | None:
+        """The (first) field the error is about, if any."""
+        return self.errors[0].get("field") if self.errors else None
+
+
+class InvalidRequest(APIError):
+    """The request as a whole cannot be understood (400)."""
+
+    status = 400
+    type = "/problems/invalid-request"
+
+
+class InvalidField(APIError):
+    """One field's value is not acceptable (422; 400 under /v1, as OpenAI answers)."""
+
+    status = 422
+    type = "/problems/validation"
+    title = "Validation failed"
+
+    def __init__(self, field: str | None, message: str, *, location: str = "json", **extra: Any):
+        super().__init__(
+            message,
+            errors=[{"field": field, "location": location, "message": message}],
+            **extra,
+        )
+
+
+class Unauthenticated(APIError):
+    """Missing, malformed, unknown, revoked or expired credentials (401)."""
+
+    status = 401
+    type = "/problems/invalid-credentials"
+    openai_code = "invalid_api_key"
+
+    def __init__(self, detail: str, **extra: Any):
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="gaia"'}, **extra)
+
+
+class Forbidden(APIError):
+    """Valid credentials without the right to do this (403)."""
+
+    status = 403
+    type = "/problems/forbidden"
+
+
+class InsufficientScope(Forbidden):
+    type = "/problems/insufficient-scope"
+    openai_code = "insufficient_scope"
+
+
+class NotFound(APIError):
+    """No such object, or someone else's: the two look the same (404)."""
+
+    status = 404
+    type = "/problems/not-found"
+
+
+class UnknownModel(NotFound):
+    type = "/problems/unknown-model"
+    openai_code = "model_not_found"
+
+
+class UnknownProvider(NotFound):
+    type = "/problems/unknown-provider"
+    openai_code = "model_not_found"
+
+
+class Conflict(APIError):
+    """The request clashes with the current state: a duplicate, or a forbidden transition (409)."""
+
+    status = 409
+    type = "/problems/conflict"
+
+
+class RateLimited(APIError):
+    """Too many requests; `Retry-After` says when to come back (429)."""
+
+    status = 429
+    type = "/problems/rate-limited"
+    openai_code = "rate_limit_exceeded"
+
+
+class Unavailable(APIError):
+    """Something this request needs is not there right now (503)."""
+
+    status = 503
+    type = "/problems/unavailable"
+
+
+class NoModel(Unavailable):
+    type = "/problems/no-model"
+
+
+class SchemaMissing(Unavailable):
+    type = "/problems/database-schema"
+
+
+class UpstreamFailure(APIError):
+    """A service or provider behind this one failed; the subclass says how."""
+
+    status = 502
+    type = "/problems/upstream-unavailable"
+
+
+class UpstreamTimeout(UpstreamFailure):
+    status = 504
+    type = "/problems/upstream-timeout"
+
+
+# -- rendering ----------------------------------------------------------------------------
 
 
 def problem(
@@ -51,8 +171,6 @@ def problem(
     headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> Response:
-    from http import HTTPStatus
-
     body: dict[str, Any] = {
         "type": type,
         "title": title or HTTPStatus(status).phrase,
@@ -63,9 +181,40 @@ def problem(
         body["errors"] = errors
     body.update(extra)
     response = Response(json.dumps(body, separators=(",", ":")), status=status, mimetype=PROBLEM_MIMETYPE)
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
+    response.headers.update(headers or {})
     return response
+
+
+# OpenAI's error `type` for each status.
+_OPENAI_TYPES = {401: "invalid_request_error", 403: "permission_error", 429: "rate_limit_exceeded"}
+
+
+def openai_error(
+    status: int, message: str, *, param: str | None = None, code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """`{"error": {"message", "type", "param", "code"}}`, the shape OpenAI's SDKs parse."""
+    kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    response = Response(json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json")
+    response.headers.update(headers or {})
+    return response
+
+
+def _speaks_openai() -> bool:
+    return request.path == OPENAI_PREFIX or request.path.startswith(OPENAI_PREFIX + "/")
+
+
+def render(error: APIError) -> Response:
+    if _speaks_openai():
+        # OpenAI answers a bad field with 400, not 422.
+        status = 400 if isinstance(error, InvalidField) else error.status
+        return openai_error(status, error.detail, param=error.field, code=error.openai_code,
+                            headers=error.headers)
+    return problem(
+        error.status, error.detail, title=error.title, type=error.type, errors=error.errors,
+        headers=error.headers, **error.extra,
+    )
 
 
 def flatten_messages(messages: Any, location: str | None = None, path: str = "") -> list[dict]:
@@ -80,19 +229,20 @@ def flatten_messages(messages: Any, location: str | None = None, path: str = "")
                 found.extend(flatten_messages(value, location, f"{path}.{key}" if path else key))
     elif isinstance(messages, (list, tuple)) and all(isinstance(m, str) for m in messages):
         for message in messages:
-            entry = {"field": path or None, "message": message}
-            if location:
-                entry["location"] = location
-            found.append(entry)
+            found.append(_field_problem(path, location, message))
     elif isinstance(messages, (list, tuple)):
         for index, value in enumerate(messages):
             found.extend(flatten_messages(value, location, f"{path}.{index}" if path else str(index)))
     else:
-        entry = {"field": path or None, "message": str(messages)}
-        if location:
-            entry["location"] = location
-        found.append(entry)
+        found.append(_field_problem(path, location, str(messages)))
     return found
+
+
+def _field_problem(path: str, location: str | None, message: str) -> dict:
+    entry = {"field": path or None, "message": message}
+    if location:
+        entry["location"] = location
+    return entry
 
 
 def _summary(errors: list[dict]) -> str:
@@ -100,86 +250,71 @@ def _summary(errors: list[dict]) -> str:
     return "; ".join(parts[:5]) + ("; ..." if len(parts) > 5 else "")
 
 
-def _handle_api_error(error: APIError) -> Response:
-    return problem(
-        error.status,
-        error.detail,
-        title=error.title,
-        type=error.type,
-        errors=error.errors,
-        headers=error.headers,
-        **error.extra,
-    )
+class _Validation(APIError):
+    status = 422
+    type = "/problems/validation"
+    title = "Validation failed"
 
 
-def _handle_http_exception(error: HTTPException) -> Response:
-    status = error.code or 500
-    headers = {}
+class _MalformedJSON(APIError):
+    status = 400
+    type = "/problems/malformed-json"
+    title = "Malformed JSON"
+
+
+def _http_exception_as_error(error: HTTPException) -> APIError:
+    """Werkzeug's and webargs' exceptions as one of ours, so both shapes render alike."""
     data = getattr(error, "data", None) or {}
-    if data.get("headers"):
-        headers.update(data["headers"])
-    if status == 405 and error.valid_methods:
+    headers = dict(data.get("headers") or {})
+    if error.code == 405 and error.valid_methods:
         headers["Allow"] = ", ".join(sorted(error.valid_methods))
-
     messages = data.get("messages")
     if messages is not None:
         errors = flatten_messages(messages)
-        if status == 400 and any(e.get("location") == "json" and not e.get("field") for e in errors):
-            return problem(
-                400,
-                "The request body is not valid JSON.",
-                title="Malformed JSON",
-                type="/problems/malformed-json",
-                headers=headers,
-            )
-        return problem(
-            status,
-            _summary(errors),
-            title="Validation failed",
-            type="/problems/validation",
-            errors=errors,
-            headers=headers,
-        )
-
+        if error.code == 400 and any(e.get("location") == "json" and not e.get("field") for e in errors):
+            return _MalformedJSON("The request body is not valid JSON.", headers=headers)
+        return _Validation(_summary(errors), errors=errors, headers=headers)
     detail = {
         404: f"Nothing is served at {request.path}.",
         405: f"{request.method} is not allowed on {request.path}.",
         413: f"The request body is larger than the {request.max_content_length} bytes accepted.",
-    }.get(status, error.description or "")
-    return problem(status, detail, headers=headers)
+    }.get(error.code, error.description or "")
+    plain = type("HTTPError", (APIError,), {"status": error.code or 500})
+    return plain(detail, headers=headers)
 
 
-def _is_missing_schema(error: DBAPIError) -> bool:
-    text = str(error.orig).lower()
-    return "no such table" in text or ("relation" in text and "does not exist" in text)
+def _handle_api_error(error: APIError) -> Response:
+    # Whatever the request changed is not kept (locks are released at once, too).
+    _rollback()
+    return render(error)
+
+
+def _handle_http_exception(error: HTTPException) -> Response:
+    return render(_http_exception_as_error(error))
 
 
 def _handle_database_error(error: DBAPIError) -> Response:
     _rollback()
-    if _is_missing_schema(error):
+    if is_missing_schema(error):
         # The seed's "relation api_keys does not exist": wrong database, or never migrated.
         log.error("database schema missing during %s %s: %s", request.method, request.path, error.orig)
-        return problem(
-            503,
+        return render(SchemaMissing(
             "The database schema is missing or behind; run `flask --app wsgi db upgrade` "
-            "against this DATABASE_URL.",
-            type="/problems/database-schema",
-        )
+            "against this DATABASE_URL."
+        ))
     if isinstance(error, OperationalError):
         log.error("database unavailable during %s %s: %s", request.method, request.path, error.orig)
-        return problem(
-            503,
-            "The database is unavailable; try again shortly.",
-            type="/problems/database-unavailable",
-            headers={"Retry-After": "5"},
-        )
+        unavailable = type("DatabaseUnavailable", (Unavailable,), {"type": "/problems/database-unavailable"})
+        return render(unavailable(
+            "The database is unavailable; try again shortly.", headers={"Retry-After": "5"}
+        ))
     return _handle_unexpected(error)
 
 
 def _handle_unexpected(error: Exception) -> Response:
     _rollback()
     log.exception("unhandled error during %s %s", request.method, request.path)
-    return problem(500, "An unexpected error occurred; it has been logged.")
+    return render(APIError("An unexpected error occurred; it has been logged."))
 
 
 def _rollback() -> None:

@@ -1,7 +1,9 @@
-"""Extension singletons, created without an app and bound in `create_app`."""
+"""Extension singletons, created without an app and bound in `create_app`, and the two
+session rules every service follows (`commits`, `release_connection`)."""
+
+from functools import wraps
 
 from flask_migrate import Migrate
-from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
@@ -22,4 +24,35 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
-api = Api()
+
+
+def release_connection() -> None:
+    """Give the session's connection back to the pool at once: a request that then waits (on
+    a provider, say) or takes a connection of its own must not hold two."""
+    db.session.close()
+
+
+def commits(view):
+    """The one place a request's changes are committed: after the view (and the service
+    function it called) returned. A domain error raised before that rolls everything back
+    (see `errors`), so a request is written whole or not at all."""
+    @wraps(view)
+    def committing(*args, **kwargs):
+        result = view(*args, **kwargs)
+        db.session.commit()
+        return result
+
+    return committing
+
+
+# PostgreSQL's SQLSTATE for "relation does not exist".
+_UNDEFINED_TABLE = "42P01"
+
+
+def is_missing_schema(error) -> bool:
+    """Whether a database error means the tables are not there (never migrated, or the
+    wrong database): PostgreSQL says so by SQLSTATE, SQLite only in its message."""
+    original = getattr(error, "orig", error)
+    if getattr(original, "sqlstate", None) == _UNDEFINED_TABLE:
+        return True
+    return type(original).__module__.startswith("sqlite3") and "no such table" in str(original)

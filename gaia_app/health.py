@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from gaia_app.extensions import db
+from gaia_app.state import gaia
 
 log = logging.getLogger("gaia.health")
 
@@ -55,7 +56,7 @@ class MigrationInfo:
 
 
 def _database_check(app: Flask) -> tuple[dict, list[dict]]:
-    migrations: MigrationInfo = app.extensions["gaia"].migrations
+    migrations: MigrationInfo = gaia(app).migrations
     heads = migrations.heads
     started = time.perf_counter()
     try:
@@ -109,7 +110,7 @@ def _database_check(app: Flask) -> tuple[dict, list[dict]]:
 
 
 def _broker_check(app: Flask) -> tuple[dict, list[dict]]:
-    settings = app.extensions["gaia"].settings
+    settings = gaia(app).settings
     if not settings.redis_url:
         return (
             {"status": "embedded", "detail": "no REDIS_URL: jobs and caches run in-process"},
@@ -143,7 +144,7 @@ def _remote_check(name: str, url: str) -> dict:
 
 
 def _remote_checks(app: Flask) -> tuple[dict, list[dict], list[dict]]:
-    settings = app.extensions["gaia"].settings
+    settings = gaia(app).settings
     targets = {
         name: url for name, url in settings.service_urls.items() if name not in settings.services
     }
@@ -168,7 +169,7 @@ def _remote_checks(app: Flask) -> tuple[dict, list[dict], list[dict]]:
 
 
 def health_report(app: Flask) -> tuple[dict, int]:
-    settings = app.extensions["gaia"].settings
+    settings = gaia(app).settings
     database, checks = _database_check(app)
     broker, broker_checks = _broker_check(app)
     remote, skew, remote_checks = _remote_checks(app)

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import Select, and_, or_
 
-from gaia_app.errors import APIError
+from gaia_app.errors import InvalidField
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -26,10 +26,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         created, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
         return datetime.fromisoformat(created), uuid.UUID(row_id)
     except (ValueError, TypeError, json.JSONDecodeError):
-        raise APIError(
-            422, "The cursor is not one this API gave out.", type="/problems/validation",
-            errors=[{"field": "cursor", "location": "query", "message": "Invalid cursor."}],
-        ) from None
+        raise InvalidField("cursor", "The cursor is not one this API gave out.", location="query") from None
 
 
 def paginate(session, query: Select, model, limit: int | None, cursor: str | None):

@@ -3,11 +3,16 @@
 PostgreSQL tests use a database made for this run and dropped at its end. Without a
 reachable PostgreSQL they are skipped, unless GAIA_TEST_REQUIRE_POSTGRES=1 (CI), where
 that is a failure.
+
+Apps are built from a complete environment of their own (`create_app(environ=...)`): what a
+developer's shell exports (OPENAI_API_KEY, OLLAMA_BASE_URL, DATABASE_URL, ...) never reaches
+them. Time-driven behaviour is tested with `FakeClock`, moved by hand, not with sleeps.
 """
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -15,18 +20,10 @@ from datetime import datetime
 import pytest
 from sqlalchemy import event, text
 
-# Settings come from the environment; a developer's shell must not leak into the tests.
-for _name in list(os.environ):
-    if _name in {
-        "SERVICE_NAME", "ENVIRONMENT", "DATABASE_URL", "REDIS_URL", "GAIA_SECRET_KEY",
-        "GAIA_BUILD_ID", "ALLOWED_ORIGINS", "RATE_LIMIT_DEFAULT", "GAIA_INSTANCE_PATH",
-        "GAIA_DISABLE_LOCAL_PROVIDER", "SUPABASE_JWT_SECRET", "JWT_JWKS_URL",
-    } or _name.endswith("_SERVICE_URL") or _name.startswith(("AUTH_CACHE", "OPENAI_", "ANTHROPIC_")):
-        os.environ.pop(_name)
-
-from gaia_app import create_app  # noqa: E402
-from gaia_app import accounts  # noqa: E402
-from gaia_app.extensions import db  # noqa: E402
+from gaia_app import accounts, create_app
+from gaia_app.extensions import db
+from gaia_app.runtime.clock import Clock
+from gaia_app.state import gaia
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "GAIA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -110,7 +107,26 @@ def database_url(backend, tmp_path_factory, request) -> str:
     return request.getfixturevalue("postgres").create()
 
 
-def make_app(database_url: str, tmp_path_factory, **overrides):
+class FakeClock(Clock):
+    """Time that moves only when a test says so (`advance`)."""
+
+    def __init__(self) -> None:
+        self._monotonic = 1000.0
+        self._time = time.time()
+
+    def monotonic(self) -> float:
+        return self._monotonic
+
+    def time(self) -> float:
+        return self._time
+
+    def advance(self, seconds: float) -> None:
+        self._monotonic += seconds
+        self._time += seconds
+
+
+def make_app(database_url: str, tmp_path_factory, *, clock: Clock | None = None, **overrides):
+    """An app from nothing but these settings (the process environment is not read)."""
     settings = {
         "DATABASE_URL": database_url,
         "GAIA_INSTANCE_PATH": str(tmp_path_factory.mktemp("instance")),
@@ -121,10 +137,10 @@ def make_app(database_url: str, tmp_path_factory, **overrides):
         "AUTH_RATE_LIMIT": "100000/minute",
     }
     settings.update(overrides)
-    app = create_app(settings)
+    app = create_app(settings, environ={}, clock=clock)
     # No flush thread (nor flush at exit, into databases dropped by then): tests flush.
-    app.extensions["gaia"].authenticator.last_used.background = False
-    app.extensions["gaia"].usage.background = False
+    gaia(app).last_used.background = False
+    gaia(app).usage.background = False
     return app
 
 
@@ -154,10 +170,10 @@ def _reset(app) -> None:
             connection.execute(text("DELETE FROM refresh_tokens"))
             connection.execute(text("DELETE FROM api_keys"))
             connection.execute(text("DELETE FROM users"))
-    state = app.extensions["gaia"]
+    state = gaia(app)
     state.authenticator.cache.clear()
-    state.authenticator.last_used._pending.clear()
-    state.usage._pending.clear()
+    state.last_used.discard_pending()
+    state.usage.discard_pending()
 
 
 @pytest.fixture
@@ -205,7 +221,7 @@ class Accounts:
             _, plaintext = accounts.create_api_key(
                 user,
                 name=name,
-                environment=self.app.extensions["gaia"].settings.environment,
+                environment=gaia(self.app).settings.environment,
                 scopes=scopes,
                 expires_at=expires_at,
             )

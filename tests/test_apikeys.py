@@ -1,7 +1,7 @@
 import hashlib
 import re
 
-from gaia_app.apikeys import (
+from gaia_app.identity.apikeys import (
     CHECKSUM_CHARS,
     generate_api_key,
     hash_api_key,

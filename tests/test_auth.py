@@ -9,10 +9,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
-from gaia_app.apikeys import generate_api_key, hash_api_key
+from gaia_app.identity.apikeys import generate_api_key, hash_api_key
 from gaia_app.errors import APIError
 from gaia_app.extensions import db
-from gaia_app.security import require_auth
+from gaia_app.identity import require_auth
 from tests.conftest import problem_of
 
 MODELS = "/api/v0.2/models"
@@ -149,7 +149,7 @@ def test_last_used_is_collected_in_memory_and_written_in_one_batch(app, client, 
     assert not [s for s in queries.statements if s.lstrip().upper().startswith("UPDATE")]
     with app.app_context():
         assert db.session.execute(text("SELECT last_used_at FROM api_keys")).scalar() is None
-    written = app.extensions["gaia"].authenticator.last_used.flush()
+    written = app.extensions["gaia"].last_used.flush()
     assert written == 1
     with app.app_context():
         assert db.session.execute(text("SELECT last_used_at FROM api_keys")).scalar() is not None
@@ -200,7 +200,7 @@ def test_the_background_thread_writes_last_used(database_url, tmp_path_factory, 
     from tests.conftest import make_app
 
     app = make_app(database_url, tmp_path_factory, LAST_USED_FLUSH_INTERVAL="0.1")
-    app.extensions["gaia"].authenticator.last_used.background = True
+    app.extensions["gaia"].last_used.background = True
     key = make.key()
     assert app.test_client().get(MODELS, headers={"X-API-Key": key}).status_code == 200
     deadline = time.monotonic() + 5
@@ -213,9 +213,11 @@ def test_the_background_thread_writes_last_used(database_url, tmp_path_factory, 
 
 
 def test_an_answer_loaded_before_an_invalidation_is_not_cached_after_it(app):
-    from gaia_app.security import CredentialCache, Refusal
+    from gaia_app.identity.cache import CredentialCache
+    from gaia_app.identity.principal import Refusal
+    from gaia_app.runtime.clock import Clock
 
-    cache = CredentialCache()
+    cache = CredentialCache(Clock())
     generation = cache.generation
     cache.drop_user(uuid.uuid4())  # a change arrives while the answer was being loaded
     cache.put("k", Refusal("stale"), 60, generation)

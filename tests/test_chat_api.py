@@ -15,6 +15,7 @@ from sqlalchemy import text
 from gaia_app.extensions import db
 from gaia_app.models import DEFAULT_PERSONA_ID, ApiKey, Message, Persona, UsageEvent, User
 from gaia_app.providers.base import ChatMessage, ChatRequest, ProviderError, StreamChunk
+from gaia_app.providers.base import ProviderDeclaration
 from gaia_app.providers.local import LocalProvider
 from tests.conftest import make_app, problem_of, upgrade
 
@@ -33,7 +34,7 @@ def usage(app):
     recorder = app.extensions["gaia"].usage
     recorder.background = False
     yield recorder
-    recorder._pending.clear()
+    recorder.discard_pending()
 
 
 @pytest.fixture
@@ -60,7 +61,7 @@ def expected(*turns, system=None, model="gaia-local", max_tokens=None):
     messages = [ChatMessage("system", system)] if system else []
     for turn in turns:
         messages.append(ChatMessage("user", turn) if isinstance(turn, str) else ChatMessage(*turn))
-    return LocalProvider().complete(ChatRequest(model=model, messages=tuple(messages), max_tokens=max_tokens))
+    return LocalProvider(ProviderDeclaration(id="local", kind="local", name="Gaia local")).complete(ChatRequest(model=model, messages=tuple(messages), max_tokens=max_tokens))
 
 
 def system_prompt(app, persona_id=MU):
@@ -567,7 +568,7 @@ def test_limits_of_a_deployment(app, limited_app, headers):
         conversation = client.get(f"{CONVERSATIONS}/{conversation_id}", headers=alice).get_json()
         assert conversation["message_count"] == 6
     finally:
-        limited_app.extensions["gaia"].usage._pending.clear()
+        limited_app.extensions["gaia"].usage.discard_pending()
 
 
 # -- cost -----------------------------------------------------------------------------------
@@ -577,7 +578,7 @@ def test_a_chat_on_a_long_conversation_costs_a_fixed_number_of_queries(app, back
                                                                        count_queries):
     alice = headers()
     conversation_id = chat(client, alice, "Start")["conversation_id"]  # credentials cached from here on
-    personas = app.extensions["gaia.chat.personas"]
+    personas = app.extensions["gaia"].services["chat.personas"]
     personas.clear()  # measured with the persona not cached (tests/test_persona_cache.py: cached)
     with count_queries() as short:
         chat(client, alice, "Next", conversation_id=conversation_id)

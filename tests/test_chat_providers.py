@@ -24,7 +24,8 @@ from werkzeug.serving import make_server
 from gaia_app import accounts
 from gaia_app.config import ConfigError
 from gaia_app.extensions import db
-from gaia_app.llm_settings import OPENAI_DEFAULT_BASE_URL, LLMSettings, ProviderDeclaration
+from gaia_app.providers.base import ProviderDeclaration
+from gaia_app.providers.openai_compat import OPENAI_DEFAULT_BASE_URL
 from gaia_app.models import DEFAULT_PERSONA_ID, Conversation, Message, Persona, UsageEvent
 from gaia_app.providers.base import ChatMessage, ChatRequest
 from gaia_app.providers.openai_compat import OpenAICompatibleProvider
@@ -166,8 +167,8 @@ def _fresh(request):
             request.getfixturevalue(name).reset()
     if "app" in request.fixturenames:
         app = request.getfixturevalue("app")
-        app.extensions["gaia"].providers._cooldowns.clear()
-        app.extensions["gaia"].usage._pending.clear()
+        app.extensions["gaia"].providers.clear_cooldowns()
+        app.extensions["gaia"].usage.discard_pending()
         with app.app_context(), db.engine.begin() as connection:
             connection.execute(text("DELETE FROM usage_events"))
 
@@ -330,7 +331,7 @@ def test_openai_official_base_url_gets_max_completion_tokens():
     def body_for(base_url):
         declaration = ProviderDeclaration(id="openai", kind="openai", name="OpenAI", base_url=base_url,
                                           api_key="sk-x", list_models=False)
-        provider = OpenAICompatibleProvider(declaration, LLMSettings())
+        provider = OpenAICompatibleProvider(declaration)
         return provider._body(ChatRequest("gpt-4o", (ChatMessage("user", "hi"),), max_tokens=64), stream=False)
 
     official = body_for(OPENAI_DEFAULT_BASE_URL)

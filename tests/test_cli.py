@@ -252,10 +252,10 @@ def test_keys_create_for_an_unknown_email_writes_nothing(app, runner):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--scopes", "chat,telepathy"], "unknown scope"),
+        (["--scopes", "chat,telepathy"], "Unknown scope"),
         (["--scopes", " , "], "at least one scope"),
-        (["--scopes", "admin"], "only an admin user"),
-        (["--scopes", "chat,admin"], "only an admin user"),
+        (["--scopes", "admin"], "Only an admin user"),
+        (["--scopes", "chat,admin"], "Only an admin user"),
         (["--expires-at", "2001-01-01T00:00:00"], "future"),
         (["--name", ""], "key name"),
         (["--name", "x" * 101], "key name"),

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
-from gaia_app import PING_AFTER_IDLE
+from gaia_app.database import PING_AFTER_IDLE
 from gaia_app.extensions import db
 from tests.conftest import POSTGRES_ADMIN_URL, make_app, upgrade
 

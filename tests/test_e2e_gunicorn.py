@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from gaia_app.apikeys import generate_api_key
+from gaia_app.identity.apikeys import generate_api_key
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = (Path(sys.prefix) if sys.prefix != sys.base_prefix else ROOT / ".venv") / "bin"

@@ -19,7 +19,7 @@ class ProbeSchema(Schema):
 @pytest.fixture(scope="module")
 def probe_client(tmp_path_factory):
     """An app with one extra JSON endpoint and one that crashes, to exercise the handlers."""
-    app = create_app({
+    app = create_app(environ={}, config={
         "GAIA_INSTANCE_PATH": str(tmp_path_factory.mktemp("probe")),
         "MAX_CONTENT_LENGTH": "2048",
     })

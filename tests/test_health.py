@@ -40,7 +40,7 @@ def test_unreachable_database_is_503_with_the_reason(tmp_path_factory):
 
 
 def test_unreachable_database_makes_api_calls_503_not_500(tmp_path_factory):
-    from gaia_app.apikeys import generate_api_key
+    from gaia_app.identity.apikeys import generate_api_key
 
     app = make_app("postgres://postgres@127.0.0.1:1/nothing", tmp_path_factory)
     response = app.test_client().get(
@@ -71,7 +71,7 @@ def test_missing_schema_is_degraded_and_says_what_to_run(fresh_database, tmp_pat
     assert "flask --app wsgi db upgrade" in detail
 
     # The seed's "relation api_keys does not exist" becomes a clear 503.
-    from gaia_app.apikeys import generate_api_key
+    from gaia_app.identity.apikeys import generate_api_key
 
     api = client.get("/api/v0.2/models", headers={"X-API-Key": generate_api_key("local")})
     assert api.status_code == 503

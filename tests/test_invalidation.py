@@ -28,7 +28,7 @@ def two_processes(database_url, tmp_path_factory, _session_app, redis_url):
 
 
 def listening(app):
-    bus = app.extensions["gaia"].authenticator.bus
+    bus = app.extensions["gaia"].bus
     bus.ensure_listening()
     return wait_until(lambda: bus.connected) is not None
 
@@ -69,7 +69,7 @@ def test_deactivation_and_cli_revocation_propagate(two_processes, make):
 
 def test_without_the_channel_entries_live_one_second_at_most(database_url, tmp_path_factory, _session_app):
     app = make_app(database_url, tmp_path_factory, REDIS_URL="redis://127.0.0.1:1/0")
-    bus = app.extensions["gaia"].authenticator.bus
+    bus = app.extensions["gaia"].bus
     bus.ensure_listening()
     time.sleep(0.2)
     assert bus.connected is False
@@ -80,4 +80,4 @@ def test_without_redis_the_ttl_is_one_second(database_url, tmp_path_factory, _se
     app = make_app(database_url, tmp_path_factory)
     settings = app.extensions["gaia"].settings
     assert settings.auth_cache_ttl == 1.0
-    assert app.extensions["gaia"].authenticator.bus.ttl(settings.auth_cache_ttl) == 1.0
+    assert app.extensions["gaia"].bus.ttl(settings.auth_cache_ttl) == 1.0

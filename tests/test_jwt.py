@@ -25,7 +25,7 @@ from sqlalchemy import text
 
 from gaia_app import accounts
 from gaia_app.extensions import db
-from gaia_app.jwt_auth import issue_access_token
+from gaia_app.identity.tokens import issue_access_token
 from tests.conftest import make_app
 
 ME = "/api/v0.2/auth/me"

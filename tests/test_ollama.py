@@ -15,7 +15,7 @@ from tests.fakes.llm_servers import FakeOpenAI
 @pytest.mark.parametrize("given", ["http://127.0.0.1:11434", "http://127.0.0.1:11434/", "http://127.0.0.1:11434/v1"])
 def test_the_base_url_gets_ollamas_v1_path_once(given, tmp_path):
     settings = load_settings({"OLLAMA_BASE_URL": given}, tmp_path, Path("."))
-    (ollama,) = settings.llm.providers
+    (ollama,) = [p for p in settings.llm.providers if p.id != "local"]
     assert (ollama.id, ollama.kind, ollama.base_url, ollama.api_key) == (
         "ollama", "openai", "http://127.0.0.1:11434/v1", None
     )

@@ -96,7 +96,7 @@ def _fresh(request):
     if "app" in request.fixturenames:
         state = request.getfixturevalue("app").extensions["gaia"]
         state.providers._cooldowns.clear()
-        state.usage._pending.clear()
+        state.usage.discard_pending()
 
 
 @pytest.fixture

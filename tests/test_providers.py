@@ -85,10 +85,10 @@ def test_local_provider_can_be_disabled(tmp_path_factory, database_url, _session
 
 
 def test_local_provider_is_deterministic_counts_tokens_and_streams():
-    from gaia_app.providers.base import ChatMessage, ChatRequest
+    from gaia_app.providers.base import ChatMessage, ChatRequest, ProviderDeclaration
     from gaia_app.providers.local import LocalProvider
 
-    provider = LocalProvider()
+    provider = LocalProvider(ProviderDeclaration(id="local", kind="local", name="Gaia local"))
     request = ChatRequest(model="gaia-local", messages=(ChatMessage("user", "Hello there, Mu!"),))
     first, second = provider.complete(request), provider.complete(request)
     assert first == second and first.text

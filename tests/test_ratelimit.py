@@ -112,8 +112,8 @@ def test_without_redis_limits_hold_per_process(database_url, tmp_path_factory, _
 
 @pytest.mark.parametrize("where", ["process", "redis"])
 def test_sliding_window_weighs_the_previous_window(monkeypatch, where, request):
-    from gaia_app import ratelimit
-    from gaia_app.ratelimit import LocalSlidingWindow, RedisSlidingWindow, parse_limit
+    from gaia_app.runtime import ratelimit
+    from gaia_app.runtime.ratelimit import LocalSlidingWindow, RedisSlidingWindow, parse_limit
 
     if where == "redis":
         window = RedisSlidingWindow(request.getfixturevalue("redis_url"), f"test:{uuid.uuid4().hex}")
@@ -135,7 +135,7 @@ def test_sliding_window_weighs_the_previous_window(monkeypatch, where, request):
 
 def test_busy_keys_are_counted_in_batches_across_processes(redis_url):
     """Limits of 100 or more per window are reported in batches; the limit still holds."""
-    from gaia_app.ratelimit import RedisSlidingWindow, parse_limit
+    from gaia_app.runtime.ratelimit import RedisSlidingWindow, parse_limit
 
     prefix = f"test:{uuid.uuid4().hex}"
     first, second = RedisSlidingWindow(redis_url, prefix), RedisSlidingWindow(redis_url, prefix)
@@ -158,7 +158,7 @@ def test_busy_keys_are_counted_in_batches_across_processes(redis_url):
 
 
 def test_slow_limits_are_checked_exactly(redis_url):
-    from gaia_app.ratelimit import RedisSlidingWindow, parse_limit
+    from gaia_app.runtime.ratelimit import RedisSlidingWindow, parse_limit
 
     prefix = f"test:{uuid.uuid4().hex}"
     first, second = RedisSlidingWindow(redis_url, prefix), RedisSlidingWindow(redis_url, prefix)

@@ -27,20 +27,20 @@ def instance(tmp_path):
 
 
 def test_monolith_mounts_everything(instance):
-    app = create_app(instance)
+    app = create_app(instance, environ={})
     assert {"/", "/health", "/api/v0.2/models", "/api/v0.2/providers"} <= routes(app)
     assert not [rule for rule in app.url_map.iter_rules() if "forwarding" in rule.endpoint]
 
 
 def test_a_single_service_mounts_only_itself(instance):
-    chat = create_app({**instance, "SERVICE_NAME": "chat"})
+    chat = create_app({**instance, "SERVICE_NAME": "chat"}, environ={})
     assert "/api/v0.2/models" in routes(chat) and "/health" in routes(chat)
     assert "/" not in routes(chat)
     assert chat.test_client().get("/health/live").status_code == 200
 
     assert endpoint_of(chat, "/api/v0.2/models") == "chat.list_models"
 
-    gateway = create_app({**instance, "SERVICE_NAME": "gateway"})
+    gateway = create_app({**instance, "SERVICE_NAME": "gateway"}, environ={})
     # The gateway only forwards the chat paths; it does not serve them itself.
     assert endpoint_of(gateway, "/api/v0.2/models").startswith("gateway_forwarding.")
     body = gateway.test_client().get("/").get_json()
@@ -49,7 +49,7 @@ def test_a_single_service_mounts_only_itself(instance):
 
 def test_unknown_service_name_stops_the_factory(instance):
     with pytest.raises(ConfigError, match="valid names are"):
-        create_app({**instance, "SERVICE_NAME": "billing"})
+        create_app({**instance, "SERVICE_NAME": "billing"}, environ={})
 
 
 def test_wsgi_reports_a_configuration_error_without_a_traceback(tmp_path):

@@ -6,7 +6,7 @@ import uuid
 
 from sqlalchemy import select, text
 
-from gaia_app import usage as usage_module
+from gaia_app.runtime import usage as usage_module
 from gaia_app.extensions import db
 from gaia_app.models import UsageEvent
 

@@ -2,9 +2,9 @@ from datetime import timezone
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from gaia_app.passwords import MAX_LENGTH as MAX_PASSWORD
+from gaia_app.identity.passwords import MAX_LENGTH as MAX_PASSWORD
 from gaia_app.schemas import SafeString
-from gaia_app.security import SCOPES
+from gaia_app.identity.scopes import SCOPES
 
 RATE_PATTERN = r"^\d{1,7}/(second|minute|hour|day)$"
 

@@ -1,4 +1,8 @@
-"""Sign-in sessions: register, login, refresh (rotating), logout, and credential checks."""
+"""Sign-in sessions: register, login, refresh (rotating), logout, and credential checks.
+
+Sign-up, login, refresh and validate are limited per client address (and login per account
+name too), so guessing is slow from one address and for one account.
+"""
 
 from __future__ import annotations
 
@@ -6,87 +10,74 @@ import secrets
 import uuid
 from datetime import timedelta
 
-from flask import current_app
-
 from gaia_app import accounts
-from gaia_app.accounts import AccountError
-from gaia_app.apikeys import hash_api_key
-from gaia_app.errors import APIError
+from gaia_app.errors import InvalidField, Unauthenticated
 from gaia_app.extensions import db
-from gaia_app.jwt_auth import issue_access_token
+from gaia_app.identity.apikeys import hash_api_key
+from gaia_app.identity.authenticator import Authenticator
+from gaia_app.identity.passwords import hash_password, needs_rehash, verify_password
+from gaia_app.identity.principal import Principal
+from gaia_app.identity.scopes import scopes_of_account
+from gaia_app.identity.tokens import issue_access_token
 from gaia_app.models import RefreshToken, User, utcnow
-from gaia_app.passwords import hash_password, needs_rehash, verify_password
-from gaia_app.security import Principal, unauthorized
+from gaia_app.runtime.ratelimit import RateLimiter
 
 REFRESH_PREFIX = "grt_"
 
 
-def _settings():
-    return current_app.extensions["gaia"].settings
+def limit_sign_in(limiter: RateLimiter, settings, action: str, client: str | None,
+                  account: str | None = None) -> None:
+    """Count one attempt of `action` from `client` (and for `account`); 429 past the limit."""
+    limit = settings.auth_rate_limit
+    limiter.hit(f"{action}-ip", client or "unknown", limit)
+    if account:
+        limiter.hit(f"{action}-account", account.strip().lower()[:320], limit)
 
 
-def _token_scopes(user: User) -> list[str]:
-    return ["chat", "assets"] + (["admin"] if user.is_admin else [])
-
-
-def _new_refresh_token(user: User, family_id: uuid.UUID) -> str:
+def _new_refresh_token(settings, user: User, family_id: uuid.UUID) -> str:
     token = REFRESH_PREFIX + secrets.token_urlsafe(32)
     db.session.add(
         RefreshToken(
             user_id=user.id,
             family_id=family_id,
             token_hash=hash_api_key(token),
-            expires_at=utcnow() + timedelta(seconds=_settings().refresh_token_ttl),
+            expires_at=utcnow() + timedelta(seconds=settings.refresh_token_ttl),
         )
     )
     return token
 
 
-def issue_tokens(user: User, family_id: uuid.UUID | None = None) -> dict:
+def issue_tokens(settings, user: User, family_id: uuid.UUID | None = None) -> dict:
     """A fresh access token and refresh token; the caller commits."""
-    access, expires_in = issue_access_token(_settings(), user.id, _token_scopes(user))
-    refresh = _new_refresh_token(user, family_id or uuid.uuid4())
+    access, expires_in = issue_access_token(settings, user.id, sorted(scopes_of_account(user.is_admin)))
+    refresh_token = _new_refresh_token(settings, user, family_id or uuid.uuid4())
     return {
         "access_token": access,
-        "refresh_token": refresh,
+        "refresh_token": refresh_token,
         "token_type": "bearer",
         "expires_in": expires_in,
     }
 
 
-def register(email: str, password: str, name: str | None) -> dict:
-    try:
-        user = accounts.create_user(email, name=name, password=password)
-    except AccountError as exc:
-        message = str(exc)
-        status = 409 if "already exists" in message else 422
-        field = "password" if "password" in message else "email"
-        raise APIError(
-            status, message[0].upper() + message[1:] + ".",
-            type="/problems/conflict" if status == 409 else "/problems/validation",
-            errors=None if status == 409 else [{"field": field, "location": "json", "message": message}],
-        ) from None
-    tokens = issue_tokens(user)
-    db.session.commit()
-    return {**tokens, "user": user}
+def register(settings, email: str, password: str, name: str | None) -> dict:
+    user = accounts.create_user(email, name=name, password=password)
+    return {**issue_tokens(settings, user), "user": user}
 
 
-def login(email: str, password: str) -> dict:
+def login(settings, email: str, password: str) -> dict:
     try:
         user = accounts.find_user_by_email(email)
-    except AccountError:
+    except InvalidField:
         user = None
     # The hash is checked even without an account, so timing tells nothing.
     valid = verify_password(user.password_hash if user else None, password)
     if not valid or user is None:
-        raise unauthorized("The email or password is incorrect.")
+        raise Unauthenticated("The email or password is incorrect.")
     if not user.is_active:
-        raise unauthorized("The account is deactivated.")
+        raise Unauthenticated("The account is deactivated.")
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
-    tokens = issue_tokens(user)
-    db.session.commit()
-    return tokens
+    return issue_tokens(settings, user)
 
 
 def _find_refresh_token(token: str) -> RefreshToken | None:
@@ -105,22 +96,28 @@ def _revoke_family(family_id: uuid.UUID) -> None:
     )
 
 
-def refresh(token: str) -> dict:
+def _refuse_reuse(family_id: uuid.UUID) -> Unauthenticated:
+    """A used token coming back means it was copied: end every session of that login.
+
+    The one refusal that must leave a trace, so it commits before the error is raised."""
+    _revoke_family(family_id)
+    db.session.commit()
+    return Unauthenticated("The refresh token was already used; the session is revoked, sign in again.")
+
+
+def refresh(settings, token: str) -> dict:
     row = _find_refresh_token(token)
     if row is None:
-        raise unauthorized("The refresh token is not recognised.")
+        raise Unauthenticated("The refresh token is not recognised.")
     if row.revoked_at is not None:
-        raise unauthorized("The refresh token has been revoked; sign in again.")
+        raise Unauthenticated("The refresh token has been revoked; sign in again.")
     if row.used_at is not None:
-        # A used token coming back means it was copied: end every session of that login.
-        _revoke_family(row.family_id)
-        db.session.commit()
-        raise unauthorized("The refresh token was already used; the session is revoked, sign in again.")
+        raise _refuse_reuse(row.family_id)
     if row.expires_at <= utcnow():
-        raise unauthorized("The refresh token has expired; sign in again.")
+        raise Unauthenticated("The refresh token has expired; sign in again.")
     user = db.session.get(User, row.user_id)
     if user is None or not user.is_active:
-        raise unauthorized("The account is deactivated.")
+        raise Unauthenticated("The account is deactivated.")
     # Claim the token atomically, so two concurrent refreshes cannot both succeed.
     claimed = db.session.execute(
         db.update(RefreshToken)
@@ -128,31 +125,24 @@ def refresh(token: str) -> dict:
         .values(used_at=utcnow())
     ).rowcount
     if claimed != 1:
-        _revoke_family(row.family_id)
-        db.session.commit()
-        raise unauthorized("The refresh token was already used; the session is revoked, sign in again.")
-    tokens = issue_tokens(user, family_id=row.family_id)
-    db.session.commit()
-    return tokens
+        raise _refuse_reuse(row.family_id)
+    return issue_tokens(settings, user, family_id=row.family_id)
 
 
 def logout(token: str) -> None:
     row = _find_refresh_token(token)
     if row is not None:
         _revoke_family(row.family_id)
-        db.session.commit()
 
 
-def validate_credential(authenticator, *, token: str | None, api_key: str | None) -> dict:
+def validate_credential(authenticator: Authenticator, *, token: str | None, api_key: str | None) -> dict:
     try:
         if api_key is not None:
             principal: Principal = authenticator.authenticate_api_key(api_key)
         else:
             principal = authenticator.authenticate_jwt(token)
-    except APIError as exc:
-        if exc.status != 401:
-            raise
-        return {"valid": False, "reason": exc.detail}
+    except Unauthenticated as refusal:
+        return {"valid": False, "reason": refusal.detail}
     return {
         "valid": True,
         "auth_type": principal.auth_type,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Response, current_app, json
+from flask import Response, json
 
 from blueprints.chat.routing import provider_or_404
 from blueprints.chat.routing import registry as _registry
-from gaia_app.errors import APIError
+from gaia_app.errors import UnknownModel
+from gaia_app.state import gaia
 
 _LISTING_CACHE_SIZE = 64
 
@@ -66,7 +67,7 @@ def models_listing(schema, provider: str | None = None, capability: str | None =
         # Cheap when fresh; past its TTL a provider's list is refreshed in the background,
         # and a changed list bumps the registry version (so this cache expires).
         each.list_models()
-    cache = current_app.extensions["gaia"].listing_cache
+    cache = gaia().listing_cache
     key = ("models", registry.version, provider, capability)
     body = cache.get(key)
     if body is None:
@@ -88,10 +89,8 @@ def model(model_id: str) -> dict:
             found = registry.find_model(bare_id, provider=provider_id)
     if found is None:
         available = [m.id for m in registry.models()]
-        raise APIError(
-            404,
+        raise UnknownModel(
             f"Unknown model '{model_id}'. Available models: {', '.join(available) or 'none'}.",
-            type="/problems/unknown-model",
             available=available,
         )
     return found.to_dict()

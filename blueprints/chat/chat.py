@@ -9,28 +9,17 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Response, current_app
+from flask import Response
 
 from blueprints.chat import exchange as exchanges
 from blueprints.chat import routing, store
 from blueprints.chat.exchange import Exchange
 from blueprints.chat.streaming import ChunkWriter, StreamOutcome
-from gaia_app.errors import APIError
+from gaia_app.errors import InvalidField, NotFound
+from gaia_app.identity import Principal
 from gaia_app.providers.base import ChatMessage
-from gaia_app.security import Principal
-
-def _not_found(what: str, value) -> APIError:
-    return APIError(404, f"No {what} with id '{value}'.", type="/problems/not-found")
-
-
-def _validation(field: str, message: str) -> APIError:
-    return APIError(422, message, type="/problems/validation",
-                    errors=[{"field": field, "location": "json", "message": message}])
-
-
-def _estimated_tokens(text: str) -> int:
-    # Generous on purpose (about 3 characters a token): better drop a turn than overflow.
-    return len(text) // 3 + 4
+from gaia_app.providers.common import generous_token_estimate
+from gaia_app.state import gaia
 
 
 def _fit_history(history: list[ChatMessage], budget: int | None) -> list[ChatMessage]:
@@ -39,7 +28,7 @@ def _fit_history(history: list[ChatMessage], budget: int | None) -> list[ChatMes
         return history
     kept: list[ChatMessage] = []
     for message in reversed(history):
-        budget -= _estimated_tokens(message.content)
+        budget -= generous_token_estimate(message.content)
         if budget < 0:
             break
         kept.append(message)
@@ -48,12 +37,12 @@ def _fit_history(history: list[ChatMessage], budget: int | None) -> list[ChatMes
 
 
 def prepare(principal: Principal, args: dict) -> Exchange:
-    llm = current_app.extensions["gaia"].settings.llm
+    llm = gaia().settings.llm
     text = args["message"]
     if not text.strip():
-        raise _validation("message", "The message is empty.")
+        raise InvalidField("message", "The message is empty.")
     if len(text) > llm.max_message_chars:
-        raise _validation("message", f"The message is longer than {llm.max_message_chars} characters.")
+        raise InvalidField("message", f"The message is longer than {llm.max_message_chars} characters.")
     target = routing.resolve_target(args.get("model"), args.get("provider"))
     exchanges.check_max_tokens(args.get("max_tokens"), target.model)
 
@@ -61,19 +50,19 @@ def prepare(principal: Principal, args: dict) -> Exchange:
     conversation_id = args.get("conversation_id")
     context = store.read_context(user_id, conversation_id, args.get("persona_id"), llm.history_messages)
     if context is None:
-        raise _not_found("conversation", conversation_id)
+        raise NotFound(f"No conversation with id '{conversation_id}'.")
     persona, history = context
     if persona is None and args.get("persona_id") is not None:
-        raise _not_found("persona", args["persona_id"])
+        raise NotFound(f"No persona with id '{args['persona_id']}'.")
 
     system = [ChatMessage("system", persona.system_prompt)] if persona and persona.system_prompt else []
     window = target.model.context_window
     budget = None
     if window:
         reserved = args.get("max_tokens") or min(target.model.max_tokens or 1024, 1024)
-        budget = window - reserved - sum(_estimated_tokens(m.content) for m in system) - _estimated_tokens(text)
+        budget = window - reserved - sum(generous_token_estimate(m.content) for m in system) - generous_token_estimate(text)
         if budget < 0:
-            raise _validation("message", f"The message does not fit the context window of {target.label}.")
+            raise InvalidField("message", f"The message does not fit the context window of {target.label}.")
     history = _fit_history(history, budget)
     return Exchange(
         principal=principal,

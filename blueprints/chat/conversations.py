@@ -1,4 +1,6 @@
-"""Stored conversations: each belongs to one user, and nobody else can tell it exists."""
+"""Stored conversations: each belongs to one user, and nobody else can tell it exists.
+
+Writes flush; the route commits (the chat exchange itself is stored by `store`)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import uuid
 from sqlalchemy import and_, or_
 
 from blueprints.chat.personas import current_persona, get_visible_persona
-from gaia_app.errors import APIError
+from gaia_app.errors import NotFound
 from gaia_app.extensions import db
 from gaia_app.models import Conversation, Message
 from gaia_app.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
@@ -55,7 +57,7 @@ def create_conversation(
         user_id=user_id, title=(title or "").strip(), persona_id=persona.id, message_count=0
     )
     db.session.add(conversation)
-    db.session.commit()
+    db.session.flush()
     return conversation
 
 
@@ -70,9 +72,7 @@ def get_conversation(user_id: uuid.UUID, conversation_id: uuid.UUID | str) -> Co
             db.select(Conversation).where(Conversation.id == parsed, Conversation.user_id == user_id)
         ).scalar_one_or_none()
     if conversation is None:
-        raise APIError(
-            404, f"No conversation {conversation_id} among yours.", type="/problems/not-found"
-        )
+        raise NotFound(f"No conversation {conversation_id} among yours.")
     return conversation
 
 
@@ -97,4 +97,4 @@ def delete_conversation(user_id: uuid.UUID, conversation_id: uuid.UUID | str) ->
     """Delete a conversation; its messages go with it (ON DELETE CASCADE)."""
     conversation = get_conversation(user_id, conversation_id)
     db.session.delete(conversation)
-    db.session.commit()
+    db.session.flush()

@@ -21,12 +21,13 @@ from blueprints.chat import routing
 from blueprints.chat import store as store_exchange
 from blueprints.chat.routing import Target
 from blueprints.chat.streaming import ChunkWriter, StreamOutcome, StreamRelay, relay_events
-from gaia_app.errors import APIError
-from gaia_app.extensions import db
+from gaia_app.errors import InvalidField
+from gaia_app.extensions import db, release_connection
+from gaia_app.identity import Principal
 from gaia_app.models import utcnow
+from gaia_app.providers import common
 from gaia_app.providers.base import ChatMessage, ChatRequest, Completion, ModelInfo, ProviderError, Usage
-from gaia_app.providers.local import count_tokens
-from gaia_app.security import Principal, release_connection
+from gaia_app.state import gaia
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,10 @@ class Exchange:
 
 def check_max_tokens(max_tokens: int | None, model: ModelInfo, field_name: str = "max_tokens") -> None:
     if max_tokens is not None and model.max_tokens is not None and max_tokens > model.max_tokens:
-        raise APIError(
-            422,
+        raise InvalidField(
+            field_name,
             f"{field_name} is {max_tokens}, but {model.provider}/{model.id} writes at most "
             f"{model.max_tokens} tokens.",
-            type="/problems/validation",
-            errors=[{"field": field_name, "location": "json", "message": f"At most {model.max_tokens}."}],
         )
 
 
@@ -111,7 +110,7 @@ def open_stream(exchange: Exchange):
     # No connection is held while a provider thinks (the /v1 persona lookup may have used one).
     release_connection()
     relay = StreamRelay(exchange.targets, exchange.request_for)
-    keepalive = current_app.extensions["gaia"].settings.llm.stream_keepalive
+    keepalive = gaia().settings.llm.stream_keepalive
     first = relay.next(keepalive)
     if first is not None and first[0] == "opened":
         following = relay.next(min(OPENED_GRACE, keepalive))
@@ -135,7 +134,7 @@ def stream_response(
     body = relay_events(
         relay,
         first,
-        app.extensions["gaia"].settings.llm.stream_keepalive,
+        gaia(app).settings.llm.stream_keepalive,
         lambda target: ChunkWriter(completion_id, model_name(target)),
         closing,
         lambda outcome: finish_stream(app, exchange, outcome),
@@ -172,7 +171,7 @@ def finish_stream(app, exchange: Exchange, outcome: StreamOutcome) -> None:
 
 def estimate_usage(exchange: Exchange, text: str) -> Usage:
     """Tokens counted here, for a provider that reported none (or an answer cut short)."""
-    return Usage(sum(count_tokens(m.content) + 4 for m in exchange.messages), count_tokens(text))
+    return common.estimate_usage(exchange.messages, text)
 
 
 # -- keeping it ---------------------------------------------------------------------------
@@ -226,7 +225,7 @@ def record_usage(
             (usage.prompt_tokens * model.input_price_per_mtok
              + usage.completion_tokens * model.output_price_per_mtok) / 1_000_000, 8
         )
-    current_app.extensions["gaia"].usage.record(
+    gaia().usage.record(
         user_id=exchange.principal.user_id,
         api_key_id=exchange.principal.key_id,
         conversation_id=exchange.conversation_id if status == "ok" else None,

@@ -20,8 +20,9 @@ from blueprints.chat.library_schemas import (
     PersonaUpdateSchema,
     SetPersonaSchema,
 )
-from gaia_app import API_PREFIX
-from gaia_app.security import current_principal, require_auth
+from gaia_app.constants import API_PREFIX
+from gaia_app.extensions import commits
+from gaia_app.identity import current_principal, require_auth
 
 blp = Blueprint("chat_library", __name__, url_prefix=API_PREFIX, description="Personas and conversations")
 
@@ -49,6 +50,7 @@ def list_personas():
 @require_auth("chat")
 @blp.arguments(PersonaCreateSchema())
 @blp.response(201, PersonaSchema)
+@commits
 def create_persona(body):
     """Make a persona of your own; names are unique among yours, whatever their case."""
     persona = personas.create_persona(current_principal().user_id, **body)
@@ -68,6 +70,7 @@ def get_current_persona():
 @require_auth("chat")
 @blp.arguments(SetPersonaSchema())
 @blp.response(200, CurrentPersonaSchema)
+@commits
 def set_current_persona(body):
     """Choose the persona you talk to by default (a built-in one or one of yours)."""
     persona, source = personas.set_current_persona(current_principal().user_id, body["persona_id"])
@@ -86,6 +89,7 @@ def get_persona(persona_id):
 @require_auth("chat")
 @blp.arguments(PersonaUpdateSchema())
 @blp.response(200, PersonaSchema)
+@commits
 def update_persona(body, persona_id):
     """Change any of name, description, system_prompt, traits. Built-in ones: admins only."""
     return personas.update_persona(
@@ -96,6 +100,7 @@ def update_persona(body, persona_id):
 @blp.route("/personas/<uuid:persona_id>", methods=["DELETE"])
 @require_auth("chat")
 @blp.response(204)
+@commits
 def delete_persona(persona_id):
     """Delete one of your personas (built-in ones: admins only; never the default)."""
     personas.delete_persona(current_principal().user_id, persona_id, is_admin=_manages_built_ins())
@@ -118,6 +123,7 @@ def list_conversations(limit=None, cursor=None):
 @require_auth("chat")
 @blp.arguments(ConversationCreateSchema())
 @blp.response(201, ConversationSchema)
+@commits
 def create_conversation(body):
     """Start an empty conversation, with the named persona or your current one."""
     conversation = conversations.create_conversation(
@@ -143,6 +149,7 @@ def get_conversation(conversation_id, limit):
 @blp.route("/conversations/<uuid:conversation_id>", methods=["DELETE"])
 @require_auth("chat")
 @blp.response(204)
+@commits
 def delete_conversation(conversation_id):
     """Delete one of your conversations and its messages."""
     conversations.delete_conversation(current_principal().user_id, conversation_id)

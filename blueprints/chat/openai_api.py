@@ -8,65 +8,33 @@ OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with the same
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
-from flask import Response, current_app, request
+from flask import request
 from flask_smorest import Blueprint
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest
 
 from blueprints.chat import exchange as exchanges
 from blueprints.chat import personas, routing
 from blueprints.chat.exchange import Exchange
 from blueprints.chat.streaming import ChunkWriter, StreamOutcome
-from gaia_app.errors import APIError
+from gaia_app.errors import APIError, InvalidField, InvalidRequest, UnknownModel
+from gaia_app.identity import current_principal, require_auth
 from gaia_app.providers.base import ChatMessage
 from gaia_app.schemas import text_problem
-from gaia_app.security import current_principal, require_auth
+from gaia_app.state import gaia
 
+# Errors here are rendered in OpenAI's shape by the app's one handler set (`gaia_app.errors`),
+# which speaks it on every /v1 path.
 blp = Blueprint("openai", __name__, url_prefix="/v1", description="OpenAI-compatible API")
 
 PERSONA_PREFIX = "persona:"
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-# OpenAI's error `type` for each status.
-_ERROR_TYPES = {
-    400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
-    404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
-    415: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_exceeded",
-}
-_ERROR_CODES = {
-    401: "invalid_api_key", 403: "insufficient_scope", 429: "rate_limit_exceeded",
-    "/problems/unknown-model": "model_not_found", "/problems/unknown-provider": "model_not_found",
-}
-
-
-def openai_error(status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: dict | None = None) -> Response:
-    error_type = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
-    response = Response(json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json")
-    response.headers.update(headers or {})
-    return response
-
-
-@blp.errorhandler(APIError)
-def _api_error(error: APIError):
-    param = error.errors[0]["field"] if error.errors else None
-    code = _ERROR_CODES.get(error.type) or _ERROR_CODES.get(error.status)
-    return openai_error(error.status, error.detail, param=param, code=code, headers=error.headers)
-
-
-@blp.errorhandler(HTTPException)
-def _http_error(error: HTTPException):
-    message = error.description or error.name
-    if error.code == 400:
-        message = "We could not parse the JSON body of your request."
-    return openai_error(error.code or 500, message)
 
 
 def _invalid(message: str, param: str | None = None) -> APIError:
-    return APIError(400, message, errors=[{"field": param, "location": "json", "message": message}] if param else None)
+    return InvalidField(param, message) if param else InvalidRequest(message)
 
 
 def _int_field(body: dict, name: str, minimum: int, maximum: int) -> int | None:
@@ -79,7 +47,7 @@ def _int_field(body: dict, name: str, minimum: int, maximum: int) -> int | None:
 
 
 def _messages(body: dict) -> list[ChatMessage]:
-    llm = current_app.extensions["gaia"].settings.llm
+    llm = gaia().settings.llm
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
         raise _invalid("'messages' must be a non-empty array.", "messages")
@@ -131,17 +99,13 @@ def _prepare(body: dict) -> tuple[Exchange, str, bool]:
     if model.startswith(PERSONA_PREFIX):
         persona = personas.find_persona_by_name(principal.user_id, model[len(PERSONA_PREFIX):])
         if persona is None:
-            raise APIError(404, f"The model `{model}` does not exist: no persona of that name.",
-                           type="/problems/unknown-model")
+            raise UnknownModel(f"The model `{model}` does not exist: no persona of that name.")
         persona_id = persona.id
         messages.insert(0, ChatMessage("system", persona.system_prompt))
         target = routing.resolve_target(None, None)
     else:
         target = routing.resolve_target(model, None)
-    try:
-        exchanges.check_max_tokens(max_tokens, target.model, tokens_field)
-    except APIError as error:
-        raise _invalid(error.detail, tokens_field) from None
+    exchanges.check_max_tokens(max_tokens, target.model, tokens_field)
     options = body.get("stream_options")
     include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
     exchange = Exchange(
@@ -162,7 +126,10 @@ def _prepare(body: dict) -> tuple[Exchange, str, bool]:
 @blp.doc(summary="Create a chat completion (OpenAI-compatible)")
 def chat_completions():
     """OpenAI's Chat Completions API, streamed (`"stream": true`) or not."""
-    body = request.get_json(silent=False)
+    try:
+        body = request.get_json()
+    except BadRequest:
+        raise InvalidRequest("We could not parse the JSON body of your request.") from None
     if not isinstance(body, dict):
         raise _invalid("The request body must be a JSON object.")
     exchange, model_name, include_usage = _prepare(body)
@@ -223,5 +190,4 @@ def get_model(model_id: str):
     for entry in _model_entries():
         if entry["id"] == model_id:
             return entry
-    raise APIError(404, f"The model `{model_id}` does not exist or you do not have access to it.",
-                   type="/problems/unknown-model")
+    raise UnknownModel(f"The model `{model_id}` does not exist or you do not have access to it.")

@@ -3,6 +3,9 @@
 A persona with no owner is built in: every user sees it, only admins change it, and the
 default one ("Mu", made by the first migration) is never deleted. Everything else belongs to
 one user and is invisible to the others (their 404 is the same as a missing persona's).
+
+Writes flush; the route commits. Every change queues a message that, once committed, drops
+what each process cached of the owner's personas.
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ from typing import Any
 
 from sqlalchemy import case, or_
 
-from gaia_app.errors import APIError
+from gaia_app.errors import Conflict, Forbidden, NotFound, SchemaMissing
 from gaia_app.extensions import db
-from gaia_app.invalidation import queue_invalidation
 from gaia_app.models import DEFAULT_PERSONA_ID, Persona, User, UserPersonaPreference, utcnow
+from gaia_app.runtime.invalidation import queue_invalidation
 
 MAX_OWN_PERSONAS = 100
 EDITABLE_FIELDS = ("name", "description", "system_prompt", "traits")
@@ -39,10 +42,8 @@ def _same_name(a: str, b: str) -> bool:
     return a.strip().casefold() == b.strip().casefold()
 
 
-def _not_found(persona_id: Any) -> APIError:
-    return APIError(
-        404, f"No persona {persona_id} among those you can see.", type="/problems/not-found"
-    )
+def _not_found(persona_id: Any) -> NotFound:
+    return NotFound(f"No persona {persona_id} among those you can see.")
 
 
 def visible_personas(user_id: uuid.UUID) -> list[Persona]:
@@ -94,10 +95,8 @@ def default_persona() -> Persona:
     if persona is None:
         persona = db.session.get(Persona, DEFAULT_PERSONA_ID)
     if persona is None:
-        raise APIError(
-            503,
-            "No default persona exists; run `flask --app wsgi db upgrade` against this database.",
-            type="/problems/database-schema",
+        raise SchemaMissing(
+            "No default persona exists; run `flask --app wsgi db upgrade` against this database."
         )
     return persona
 
@@ -114,10 +113,6 @@ def _forget_cached(owner_id: uuid.UUID | None) -> None:
     """After the commit, every process drops what it cached of this owner's personas (a
     built-in persona, owner None, concerns everyone)."""
     queue_invalidation(db.session, "personas", "*" if owner_id is None else str(owner_id))
-
-
-def _conflict(detail: str) -> APIError:
-    return APIError(409, detail, type="/problems/conflict")
 
 
 def _lock_owner(user_id: uuid.UUID) -> None:
@@ -140,11 +135,9 @@ def create_persona(
     )
     taken = next((existing for existing in own_names if _same_name(existing, name)), None)
     if taken is not None:
-        db.session.rollback()
-        raise _conflict(f"You already have a persona named '{taken}' (names ignore case).")
+        raise Conflict(f"You already have a persona named '{taken}' (names ignore case).")
     if len(own_names) >= MAX_OWN_PERSONAS:
-        db.session.rollback()
-        raise _conflict(
+        raise Conflict(
             f"You have {MAX_OWN_PERSONAS} personas, the most one account may keep; "
             "delete one before making another."
         )
@@ -158,18 +151,16 @@ def create_persona(
     )
     db.session.add(persona)
     _forget_cached(user_id)
-    db.session.commit()
+    db.session.flush()
     return persona
 
 
 def _editable(user_id: uuid.UUID, persona_id: uuid.UUID | str, is_admin: bool, verb: str) -> Persona:
     persona = get_visible_persona(user_id, persona_id)
     if persona.owner_id is None and not is_admin:
-        raise APIError(
-            403,
+        raise Forbidden(
             f"'{persona.name}' is a built-in persona: only an admin can {verb} it. "
-            "Make your own persona instead (POST /api/v0.2/personas).",
-            type="/problems/forbidden",
+            "Make your own persona instead (POST /api/v0.2/personas)."
         )
     return persona
 
@@ -184,9 +175,8 @@ def update_persona(
     if "name" in changes:
         name = changes["name"].strip()
         if _name_taken(persona.owner_id, name, except_id=persona.id):
-            db.session.rollback()
             whose = "a built-in persona" if persona.owner_id is None else "another of your personas"
-            raise _conflict(f"The name '{name}' is already used by {whose}.")
+            raise Conflict(f"The name '{name}' is already used by {whose}.")
         persona.name = name
     for field in ("description", "system_prompt"):
         if field in changes:
@@ -195,7 +185,7 @@ def update_persona(
         persona.traits = dict(changes["traits"] or {})
     persona.updated_at = utcnow()
     _forget_cached(persona.owner_id)
-    db.session.commit()
+    db.session.flush()
     return persona
 
 
@@ -204,10 +194,10 @@ def delete_persona(user_id: uuid.UUID, persona_id: uuid.UUID | str, *, is_admin:
     conversations started with it keep their messages (their persona_id becomes NULL)."""
     persona = _editable(user_id, persona_id, is_admin, "delete")
     if persona.owner_id is None and (persona.is_default or persona.id == DEFAULT_PERSONA_ID):
-        raise _conflict(f"'{persona.name}' is the default persona and cannot be deleted.")
+        raise Conflict(f"'{persona.name}' is the default persona and cannot be deleted.")
     db.session.delete(persona)
     _forget_cached(persona.owner_id)
-    db.session.commit()
+    db.session.flush()
 
 
 def current_persona(user_id: uuid.UUID) -> tuple[Persona, str]:
@@ -237,5 +227,5 @@ def set_current_persona(user_id: uuid.UUID, persona_id: uuid.UUID | str) -> tupl
     )
     db.session.execute(statement)
     _forget_cached(user_id)
-    db.session.commit()
+    db.session.flush()
     return persona, "preference"

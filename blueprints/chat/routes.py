@@ -13,8 +13,8 @@ from blueprints.chat.schemas import (
     ProviderHealthSchema,
     ProviderListSchema,
 )
-from gaia_app import API_PREFIX
-from gaia_app.security import current_principal, require_auth
+from gaia_app.constants import API_PREFIX
+from gaia_app.identity import current_principal, require_auth
 
 MODEL_LIST = ModelListSchema()
 

@@ -13,16 +13,22 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flask import current_app
-
-from gaia_app.errors import APIError
+from gaia_app.errors import (
+    APIError,
+    InvalidRequest,
+    NoModel,
+    RateLimited,
+    UnknownModel,
+    UnknownProvider,
+    UpstreamFailure,
+    UpstreamTimeout,
+)
 from gaia_app.providers import ProviderRegistry
 from gaia_app.providers.base import ChatRequest, Completion, LLMProvider, ModelInfo, ProviderError
+from gaia_app.state import gaia
 
 log = logging.getLogger(__name__)
 
-# The model a provider answers with when a request names none (else its first listed).
-PREFERRED_DEFAULTS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "local": "gaia-local"}
 _NAMED_IN_ERRORS = 40
 
 
@@ -37,7 +43,7 @@ class Target:
 
 
 def registry() -> ProviderRegistry:
-    return current_app.extensions["gaia"].providers
+    return gaia().providers
 
 
 def provider_or_404(provider_id: str) -> LLMProvider:
@@ -45,29 +51,25 @@ def provider_or_404(provider_id: str) -> LLMProvider:
     reg = registry()
     provider = reg.get(provider_id)
     if provider is None:
-        raise APIError(
-            404,
+        raise UnknownProvider(
             f"Unknown provider '{provider_id}'. Configured providers: {', '.join(reg.ids()) or 'none'}.",
-            type="/problems/unknown-provider",
             available=reg.ids(),
         )
     return provider
 
 
-def _unknown_model(model_id: str, registry: ProviderRegistry, provider: str | None) -> APIError:
+def _unknown_model(model_id: str, registry: ProviderRegistry, provider: str | None) -> UnknownModel:
     available = [m.id if provider else f"{m.provider}/{m.id}" for m in registry.models(provider=provider)]
     shown = ", ".join(available[:_NAMED_IN_ERRORS]) + (" ..." if len(available) > _NAMED_IN_ERRORS else "")
     where = f" on provider '{provider}'" if provider else ""
-    return APIError(
-        404,
+    return UnknownModel(
         f"Unknown model '{model_id}'{where}. Available models: {shown or 'none'}.",
-        type="/problems/unknown-model",
         available=available,
     )
 
 
 def _default_model(provider: LLMProvider) -> ModelInfo | None:
-    preferred = PREFERRED_DEFAULTS.get(provider.id)
+    preferred = provider.preferred_model
     found = provider.get_model(preferred) if preferred else None
     if found is None:
         models = provider.list_models()
@@ -78,7 +80,7 @@ def _default_model(provider: LLMProvider) -> ModelInfo | None:
 def resolve_target(model: str | None, provider: str | None) -> Target:
     """The provider and model a request names, or the deployment's default. 404 if unknown."""
     reg = registry()
-    llm = current_app.extensions["gaia"].settings.llm
+    llm = gaia().settings.llm
     if provider is not None:
         provider_or_404(provider)
     if model is None:
@@ -90,7 +92,7 @@ def resolve_target(model: str | None, provider: str | None) -> Target:
             found = _default_model(candidate)
             if found is not None:
                 return Target(candidate, found)
-        raise APIError(503, "No model is available right now.", type="/problems/no-model")
+        raise NoModel("No model is available right now.")
     found = reg.find_model(model, provider)
     if found is None and provider is None and "/" in model:
         prefix, _, bare = model.partition("/")
@@ -172,20 +174,46 @@ def complete(targets: list[Target], make_request: Callable[[Target], ChatRequest
 
 
 # What the client sees for each kind of provider failure.
-_PROBLEMS = {
-    "rate_limited": (429, "/problems/provider-rate-limited"),
-    "timeout": (504, "/problems/provider-timeout"),
-    "unavailable": (502, "/problems/provider-unavailable"),
-    "interrupted": (502, "/problems/provider-unavailable"),
-    "bad_response": (502, "/problems/provider-bad-response"),
-    "unauthorized": (502, "/problems/provider-misconfigured"),
-    "not_found": (404, "/problems/unknown-model"),
-    "rejected": (400, "/problems/provider-rejected-request"),
+
+
+class ProviderRateLimited(RateLimited):
+    type = "/problems/provider-rate-limited"
+
+
+class ProviderTimeout(UpstreamTimeout):
+    type = "/problems/provider-timeout"
+
+
+class ProviderUnavailable(UpstreamFailure):
+    type = "/problems/provider-unavailable"
+
+
+class ProviderBadResponse(UpstreamFailure):
+    type = "/problems/provider-bad-response"
+
+
+class ProviderMisconfigured(UpstreamFailure):
+    type = "/problems/provider-misconfigured"
+
+
+class ProviderRejected(InvalidRequest):
+    type = "/problems/provider-rejected-request"
+
+
+_PROBLEMS: dict[str, type[APIError]] = {
+    "rate_limited": ProviderRateLimited,
+    "timeout": ProviderTimeout,
+    "unavailable": ProviderUnavailable,
+    "interrupted": ProviderUnavailable,
+    "bad_response": ProviderBadResponse,
+    "unauthorized": ProviderMisconfigured,
+    "not_found": UnknownModel,
+    "rejected": ProviderRejected,
 }
 
 
 def problem_for(error: ProviderError) -> APIError:
-    status, problem_type = _PROBLEMS.get(error.kind, (502, "/problems/provider-unavailable"))
+    kind = _PROBLEMS.get(error.kind, ProviderUnavailable)
     detail = error.message
     if error.kind == "unauthorized":
         # The operator's key, not the client's: say so without repeating the provider's words.
@@ -193,4 +221,4 @@ def problem_for(error: ProviderError) -> APIError:
     headers = {}
     if error.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
-    return APIError(status, detail, type=problem_type, headers=headers or None, provider=error.provider)
+    return kind(detail, headers=headers or None, provider=error.provider)

@@ -14,12 +14,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from flask import current_app
 from sqlalchemy import Integer, bindparam, func, literal, or_, select, text, true
 
 from gaia_app.extensions import db
 from gaia_app.models import DEFAULT_PERSONA_ID, Conversation, Message, Persona, UserPersonaPreference
 from gaia_app.providers.base import ChatMessage
+from gaia_app.state import gaia
 
 _conversations = Conversation.__table__
 _messages = Message.__table__
@@ -113,19 +113,23 @@ class PersonaCache:
 _MISSING = object()
 
 
-def persona_cache() -> PersonaCache:
-    return current_app.extensions["gaia.chat.personas"]
+_CACHE_NAME = "chat.personas"
+
+
+def persona_cache(app=None) -> PersonaCache:
+    return gaia(app).services[_CACHE_NAME]  # type: ignore[return-value]
 
 
 def install_persona_cache(app) -> None:
     cache = PersonaCache()
-    app.extensions["gaia.chat.personas"] = cache
-    app.extensions["gaia"].authenticator.bus.register("personas", cache.invalidate, cache.clear)
+    state = gaia(app)
+    state.services[_CACHE_NAME] = cache
+    state.bus.register("personas", cache.invalidate, cache.clear)
 
 
 def _persona_ttl() -> float:
-    state = current_app.extensions["gaia"]
-    return state.authenticator.bus.ttl(state.settings.auth_cache_ttl)
+    state = gaia()
+    return state.bus.ttl(state.settings.auth_cache_ttl)
 
 
 def read_context(

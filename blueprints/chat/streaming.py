@@ -164,6 +164,55 @@ class StreamOutcome:
         return self.chunk.usage if self.chunk else None
 
 
+class _Translator:
+    """Turns relay events into SSE bytes, filling in the stream's outcome as it goes."""
+
+    def __init__(self, writer_for: Callable[[Target], ChunkWriter]) -> None:
+        self.outcome = StreamOutcome()
+        self.writer: ChunkWriter | None = None
+        self._writer_for = writer_for
+
+    def take(self, event, parts: list[bytes]) -> bool:
+        """Add what `event` sends to `parts`; True when the stream is over."""
+        outcome = self.outcome
+        if event is None:
+            parts.append(KEEPALIVE)
+        elif event[0] == "chunk":
+            chunk: StreamChunk = event[1]
+            if chunk.text:
+                if outcome.first_token_at is None:
+                    outcome.first_token_at = time.monotonic()
+                outcome.text_parts.append(chunk.text)
+                parts.append(self.writer.content(chunk.text))
+            if chunk.usage is not None or chunk.finish_reason is not None:
+                outcome.chunk = chunk
+        elif event[0] == "opened":
+            parts.append(OPENED)
+        elif event[0] == "start":
+            outcome.target = event[1]
+            self.writer = self._writer_for(event[1])
+            parts.append(self.writer.role())
+        else:  # error
+            outcome.error = event[1]
+            parts.extend((error_event(event[1]), DONE))
+            return True
+        return False
+
+    def batch(self, relay: StreamRelay, event) -> tuple[list[bytes], bool, bool]:
+        """`event` and every event already waiting after it, as one write.
+
+        Returns (parts, over: an error ended the stream, ended: the answer is complete)."""
+        parts: list[bytes] = []
+        while True:
+            if event is not None and event[0] == "end":
+                return parts, False, True
+            if self.take(event, parts):
+                return parts, True, False
+            event = relay.next_nowait()
+            if event is None:
+                return parts, False, False
+
+
 def relay_events(
     relay: StreamRelay,
     first,
@@ -181,56 +230,22 @@ def relay_events(
     client went away. `closing(outcome, writer)` gives the events sent after the last chunk,
     before `data: [DONE]`.
     """
-    outcome = StreamOutcome()
-    state = {"writer": None, "settled": False}
-
-    def take(event, parts: list[bytes]) -> bool:
-        """Add what `event` sends to `parts`; True when the stream is over."""
-        if event is None:
-            parts.append(KEEPALIVE)
-        elif event[0] == "chunk":
-            chunk: StreamChunk = event[1]
-            if chunk.text:
-                if outcome.first_token_at is None:
-                    outcome.first_token_at = time.monotonic()
-                outcome.text_parts.append(chunk.text)
-                parts.append(state["writer"].content(chunk.text))
-            if chunk.usage is not None or chunk.finish_reason is not None:
-                outcome.chunk = chunk
-        elif event[0] == "opened":
-            parts.append(OPENED)
-        elif event[0] == "start":
-            outcome.target = event[1]
-            state["writer"] = writer_for(event[1])
-            parts.append(state["writer"].role())
-        else:  # error
-            outcome.error = event[1]
-            parts.extend((error_event(event[1]), DONE))
-            return True
-        return False
-
+    translator = _Translator(writer_for)
+    outcome = translator.outcome
+    settled = False
     event = first
     try:
         while True:
-            parts: list[bytes] = []
-            done = ended = False
-            while True:
-                if event is not None and event[0] == "end":
-                    ended = True
-                    break
-                done = take(event, parts)
-                event = None if done else relay.next_nowait()
-                if done or event is None:
-                    break
+            parts, over, ended = translator.batch(relay, event)
             if parts:
                 yield b"".join(parts)
             if ended:
                 # The answer is out; it is stored before the last chunk names its conversation.
-                state["settled"] = True
+                settled = True
                 _settle(settle, outcome)
-                yield b"".join(closing(outcome, state["writer"])) + DONE
+                yield b"".join(closing(outcome, translator.writer)) + DONE
                 return
-            if done:
+            if over:
                 return
             event = relay.next(keepalive)
     except GeneratorExit:
@@ -238,7 +253,7 @@ def relay_events(
         relay.cancel()
         raise
     finally:
-        if not state["settled"]:
+        if not settled:
             if outcome.error is None and not outcome.cancelled:
                 # Ended some other way (a write failed): the client is gone.
                 outcome.cancelled = True

@@ -2,8 +2,9 @@
 
 from blueprints.gateway.forwarding import register_forwarding
 from blueprints.gateway.routes import blp
+from gaia_app.state import gaia
 
 
 def register(app, api) -> None:
     api.register_blueprint(blp)
-    register_forwarding(app, app.extensions["gaia"].settings)
+    register_forwarding(app, gaia(app).settings)

@@ -14,10 +14,11 @@ import threading
 from http.cookiejar import DefaultCookiePolicy
 
 import requests
-from flask import Blueprint, Flask, Response, current_app, request, stream_with_context
+from flask import Blueprint, Flask, Response, request, stream_with_context
 
-from gaia_app import API_PREFIX
-from gaia_app.errors import APIError
+from gaia_app.constants import API_PREFIX
+from gaia_app.errors import Unavailable, UpstreamFailure, UpstreamTimeout
+from gaia_app.state import gaia
 
 log = logging.getLogger("gaia.gateway")
 
@@ -34,6 +35,10 @@ _HOP_BY_HOP = {
 }
 CONNECT_TIMEOUT = 3.0
 READ_TIMEOUT = 300.0
+
+class ServiceNotConfigured(Unavailable):
+    type = "/problems/service-unavailable"
+
 
 _sessions: dict[int, requests.Session] = {}
 _sessions_lock = threading.Lock()
@@ -62,13 +67,11 @@ def _session() -> requests.Session:
 
 
 def _forward(service: str):
-    base = current_app.extensions["gaia"].settings.service_urls.get(service)
+    base = gaia().settings.service_urls.get(service)
     if not base:
-        raise APIError(
-            503,
+        raise ServiceNotConfigured(
             f"The {service} service is not part of this process and "
-            f"{service.upper()}_SERVICE_URL is not set.",
-            type="/problems/service-unavailable",
+            f"{service.upper()}_SERVICE_URL is not set."
         )
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
     forwarded_for = request.headers.get("X-Forwarded-For")
@@ -89,11 +92,11 @@ def _forward(service: str):
         )
     except requests.Timeout:
         log.warning("gateway: %s service timed out for %s %s", service, request.method, request.path)
-        raise APIError(504, f"The {service} service did not answer in time.") from None
+        raise UpstreamTimeout(f"The {service} service did not answer in time.") from None
     except requests.RequestException as exc:
         log.warning("gateway: %s service unreachable: %s", service, exc)
-        raise APIError(
-            502, f"The {service} service cannot be reached.", headers={"Retry-After": "5"}
+        raise UpstreamFailure(
+            f"The {service} service cannot be reached.", headers={"Retry-After": "5"}
         ) from None
 
     response_headers = [

@@ -1,7 +1,9 @@
-from flask import current_app
+"""The gateway's own route: what this deployment serves, and where to read about it."""
+
 from flask_smorest import Blueprint
 
-from gaia_app import API_PREFIX
+from gaia_app.constants import API_PREFIX
+from gaia_app.state import gaia
 
 blp = Blueprint("gateway", __name__, description="Entry point")
 
@@ -9,7 +11,7 @@ blp = Blueprint("gateway", __name__, description="Entry point")
 @blp.route("/")
 @blp.doc(summary="What this deployment serves, and where to read about it")
 def index():
-    settings = current_app.extensions["gaia"].settings
+    settings = gaia().settings
     return {
         "name": "Gaia",
         "environment": settings.environment,

@@ -1,34 +1,22 @@
 """The provider registry: which LLM providers this deployment has, and their models.
 
-Adding a provider means one module implementing `LLMProvider` and one entry in
-`PROVIDER_KINDS` (for a new wire format) or `BUILT_IN` (for a provider with no declaration).
+The providers themselves are adapters listed in `providers.kinds` (one module each), built
+here from the declarations in `settings.llm`. Adding a provider touches its module and that
+table, nothing else.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
-from gaia_app.config import Settings
-from gaia_app.llm_settings import ProviderDeclaration
-from gaia_app.providers.anthropic import AnthropicProvider
 from gaia_app.providers.base import LLMProvider, ModelInfo
-from gaia_app.providers.local import LocalProvider
-from gaia_app.providers.openai_compat import OpenAICompatibleProvider
-
-# Wire format -> adapter, for providers declared by settings (env and GAIA_PROVIDERS_FILE).
-PROVIDER_KINDS: dict[str, Callable[..., LLMProvider]] = {
-    "openai": OpenAICompatibleProvider,
-    "anthropic": AnthropicProvider,
-}
-# Providers that need no declaration; None when the settings turn them off.
-BUILT_IN: dict[str, Callable[[Settings], LLMProvider | None]] = {
-    "local": lambda s: None if s.disable_local_provider else LocalProvider(s.local_provider_latency_ms),
-}
+from gaia_app.providers.kinds import KINDS
+from gaia_app.providers.settings import LLMSettings
+from gaia_app.runtime.clock import Clock
 
 
 class ProviderRegistry:
-    def __init__(self, providers: list[LLMProvider], fallbacks: dict | None = None) -> None:
+    def __init__(self, providers: list[LLMProvider], fallbacks: dict | None = None,
+                 clock: Clock | None = None) -> None:
+        self._clock = clock or Clock()
         self._providers = {provider.id: provider for provider in providers}
         self.fallbacks: dict[str, tuple[str, ...]] = dict(fallbacks or {})
         # Bumped whenever what the registry lists changes, so listings cached from it expire.
@@ -38,6 +26,9 @@ class ProviderRegistry:
 
     def changed(self) -> None:
         self.version += 1
+
+    def add(self, provider: LLMProvider) -> None:
+        self._providers[provider.id] = provider
 
     def providers(self) -> list[LLMProvider]:
         return list(self._providers.values())
@@ -69,29 +60,26 @@ class ProviderRegistry:
         return None
 
     def cool_down(self, provider_id: str, seconds: float) -> None:
-        self._cooldowns[provider_id] = time.monotonic() + seconds
+        self._cooldowns[provider_id] = self._clock.monotonic() + seconds
 
     def cooling(self, provider_id: str) -> float:
         """Seconds this provider still asked us to wait (0 when it may be called)."""
         until = self._cooldowns.get(provider_id)
         if until is None:
             return 0.0
-        left = until - time.monotonic()
+        left = until - self._clock.monotonic()
         if left <= 0:
             self._cooldowns.pop(provider_id, None)
             return 0.0
         return left
 
 
-def build_registry(settings: Settings) -> ProviderRegistry:
-    registry = ProviderRegistry([], settings.llm.fallbacks)
-    declaration: ProviderDeclaration
-    for declaration in settings.llm.providers:
-        adapter = PROVIDER_KINDS[declaration.kind]
-        provider = adapter(declaration, settings.llm, on_change=registry.changed)
-        registry._providers[provider.id] = provider
-    for make in BUILT_IN.values():
-        provider = make(settings)
-        if provider is not None:
-            registry._providers[provider.id] = provider
+    def clear_cooldowns(self) -> None:
+        self._cooldowns.clear()
+
+
+def build_registry(llm: LLMSettings, clock: Clock | None = None) -> ProviderRegistry:
+    registry = ProviderRegistry([], llm.fallbacks, clock)
+    for declaration in llm.providers:
+        registry.add(KINDS[declaration.kind].adapter(declaration, on_change=registry.changed))
     return registry

@@ -11,18 +11,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from gaia_app.llm_settings import LLMSettings, ProviderDeclaration
 from gaia_app.providers.base import (
     ChatRequest,
     Completion,
+    EnvProvider,
     ModelInfo,
+    ProviderDeclaration,
     ProviderError,
+    ProviderKind,
     StreamChunk,
     Usage,
 )
-from gaia_app.providers.http import ProviderHTTP
-from gaia_app.providers.live import LiveCatalogue, LiveModels
-from gaia_app.providers.openai_compat import model_info
+from gaia_app.providers.common import RemoteProvider
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 1024
@@ -62,26 +62,12 @@ def to_messages_request(request: ChatRequest, max_tokens: int) -> dict:
     return body
 
 
-class AnthropicProvider(LiveCatalogue):
-    capabilities = ("chat", "streaming")
-
-    def __init__(self, declaration: ProviderDeclaration, llm: LLMSettings, on_change=lambda: None) -> None:
-        self.id = declaration.id
-        self.name = declaration.name
+class AnthropicProvider(RemoteProvider):
+    def __init__(self, declaration: ProviderDeclaration, on_change=lambda: None) -> None:
         headers = {"anthropic-version": API_VERSION}
         if declaration.api_key:
             headers["x-api-key"] = declaration.api_key
-        self.http = ProviderHTTP(self.id, declaration.base_url, headers, llm.connect_timeout, llm.read_timeout)
-        declared = [model_info(self.id, m["id"], m, ANTHROPIC_MODELS) for m in declaration.models]
-        if llm.default_model and llm.default_provider == self.id and not any(
-            m.id == llm.default_model for m in declared
-        ):
-            declared.append(model_info(self.id, llm.default_model, None, ANTHROPIC_MODELS))
-        self.live = LiveModels(
-            self.id, self._fetch_models if declaration.list_models else None, declared,
-            llm.model_list_ttl, on_change,
-            fallback=[model_info(self.id, model_id, None, ANTHROPIC_MODELS) for model_id in ANTHROPIC_MODELS],
-        )
+        super().__init__(declaration, headers, ANTHROPIC_MODELS, on_change)
 
     def _fetch_models(self) -> list[ModelInfo]:
         models: list[ModelInfo] = []
@@ -94,7 +80,7 @@ class AnthropicProvider(LiveCatalogue):
             for entry in entries:
                 if isinstance(entry, dict) and isinstance(entry.get("id"), str):
                     declared = {"name": entry.get("display_name")} if entry.get("display_name") else None
-                    models.append(model_info(self.id, entry["id"], declared, ANTHROPIC_MODELS))
+                    models.append(self.model(entry["id"], declared))
             if not data.get("has_more") or not data.get("last_id"):
                 break
             after = data["last_id"]
@@ -171,3 +157,16 @@ class AnthropicProvider(LiveCatalogue):
             usage=Usage(input_tokens, output_tokens),
             finish_reason=STOP_REASONS.get(stop_reason, "stop"),
         )
+
+
+KIND = ProviderKind(
+    kind="anthropic",
+    adapter=AnthropicProvider,
+    environment=(
+        EnvProvider(
+            id="anthropic", name="Anthropic", enabled_by=("ANTHROPIC_API_KEY",),
+            key_variable="ANTHROPIC_API_KEY", url_variable="ANTHROPIC_BASE_URL",
+            default_base_url="https://api.anthropic.com", preferred_model="claude-haiku-4-5", rank=20,
+        ),
+    ),
+)

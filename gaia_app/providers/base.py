@@ -1,8 +1,9 @@
-"""The one small interface every LLM provider implements."""
+"""The one small interface every LLM provider implements, the data it speaks in, and how an
+adapter declares itself (`ProviderKind`, `EnvProvider`) for settings and the registry."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -98,6 +99,8 @@ class LLMProvider(Protocol):
     id: str
     name: str
     capabilities: tuple[str, ...]
+    # What answers when a request names no model (else the first listed).
+    preferred_model: str | None
 
     def list_models(self) -> list[ModelInfo]: ...
 
@@ -148,3 +151,61 @@ class ProviderError(Exception):
 
     def __repr__(self) -> str:
         return f"ProviderError({self.provider!r}, {self.kind!r}, {self.message!r})"
+
+
+# -- how providers are configured ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProviderDeclaration:
+    """One configured provider: where it is, how to authenticate, what is known of its models."""
+
+    id: str
+    kind: str  # the adapter (wire format): a key of `providers.kinds.KINDS`
+    name: str
+    base_url: str | None = None
+    api_key: str | None = None
+    # Model metadata declared by the operator (dicts with the keys of `ModelInfo`).
+    models: tuple[Mapping, ...] = ()
+    # Ask the provider for its live model list (GET /models) now and then.
+    list_models: bool = True
+    preferred_model: str | None = None
+    # Adapter-specific numbers read from the environment (see `EnvProvider.options`).
+    options: Mapping[str, float] = field(default_factory=dict)
+    connect_timeout: float = 3.0
+    # The longest silence allowed from a provider (between bytes, first token included).
+    read_timeout: float = 60.0
+    model_list_ttl: float = 600.0
+
+
+@dataclass(frozen=True)
+class EnvProvider:
+    """A provider that environment variables alone configure (OPENAI_API_KEY, ...)."""
+
+    id: str
+    name: str
+    # Configured when any of these variables is set; when empty, always (unless `disabled_by`).
+    enabled_by: tuple[str, ...] = ()
+    key_variable: str | None = None
+    url_variable: str | None = None
+    default_base_url: str | None = None
+    # Appended to a base URL that lacks it (Ollama serves its OpenAI-compatible API under /v1).
+    url_suffix: str = ""
+    # A boolean variable that removes the provider (GAIA_DISABLE_LOCAL_PROVIDER).
+    disabled_by: str | None = None
+    # option name -> (variable, default): numbers handed to the adapter in `options`.
+    options: Mapping[str, tuple[str, float]] = field(default_factory=dict)
+    preferred_model: str | None = None
+    # Where it stands in the preference order (providers-file entries stand at 50).
+    rank: int = 50
+
+
+@dataclass(frozen=True)
+class ProviderKind:
+    """What one adapter module registers in `providers.kinds`."""
+
+    kind: str
+    adapter: Callable[..., LLMProvider]  # (declaration, on_change=...) -> provider
+    environment: tuple[EnvProvider, ...] = ()
+    # Whether GAIA_PROVIDERS_FILE may declare providers of this kind.
+    declarable: bool = True

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 import time
 from collections.abc import Iterator
 
 from gaia_app.providers.base import (
     ChatRequest,
     Completion,
+    EnvProvider,
     ModelInfo,
+    ProviderDeclaration,
     ProviderHealth,
+    ProviderKind,
     StreamChunk,
     Usage,
 )
-
-_TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+from gaia_app.providers.common import count_tokens, prompt_tokens
 
 _SENTENCES = (
     "I hear you, and I am right here with you.",
@@ -61,17 +62,14 @@ MODELS = (
 )
 
 
-def count_tokens(text: str) -> int:
-    return len(_TOKEN_RE.findall(text))
-
-
 class LocalProvider:
-    id = "local"
-    name = "Gaia local (offline)"
     capabilities = ("chat", "streaming")
 
-    def __init__(self, latency_ms: float = 0.0) -> None:
-        self.latency_ms = latency_ms
+    def __init__(self, declaration: ProviderDeclaration, on_change=lambda: None) -> None:
+        self.id = declaration.id
+        self.name = declaration.name
+        self.preferred_model = declaration.preferred_model
+        self.latency_ms = declaration.options.get("latency_ms", 0.0)
         self._models = {model.id: model for model in MODELS}
 
     def list_models(self) -> list[ModelInfo]:
@@ -103,29 +101,43 @@ class LocalProvider:
                 words.append(word)
             if finish == "length":
                 break
-        prompt_tokens = sum(count_tokens(m.content) + 4 for m in request.messages)
-        return words, prompt_tokens, finish
+        return words, prompt_tokens(request.messages), finish
 
     def complete(self, request: ChatRequest) -> Completion:
-        words, prompt_tokens, finish = self._answer(request)
+        words, prompt, finish = self._answer(request)
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000)
         text = " ".join(words)
         return Completion(
             text=text,
             model=request.model,
-            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=count_tokens(text)),
+            usage=Usage(prompt_tokens=prompt, completion_tokens=count_tokens(text)),
             finish_reason=finish,
         )
 
     def stream(self, request: ChatRequest) -> Iterator[StreamChunk]:
-        words, prompt_tokens, finish = self._answer(request)
+        words, prompt, finish = self._answer(request)
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000)
         for index, word in enumerate(words):
             yield StreamChunk(text=word if index == 0 else " " + word)
         text = " ".join(words)
         yield StreamChunk(
-            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=count_tokens(text)),
+            usage=Usage(prompt_tokens=prompt, completion_tokens=count_tokens(text)),
             finish_reason=finish,
         )
+
+
+KIND = ProviderKind(
+    kind="local",
+    adapter=LocalProvider,
+    environment=(
+        EnvProvider(
+            id="local", name="Gaia local (offline)", disabled_by="GAIA_DISABLE_LOCAL_PROVIDER",
+            options={"latency_ms": ("LOCAL_PROVIDER_LATENCY_MS", 0.0)},
+            preferred_model="gaia-local", rank=90,
+        ),
+    ),
+    # It needs no address or key: there is only ever one.
+    declarable=False,
+)

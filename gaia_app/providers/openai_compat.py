@@ -9,18 +9,20 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from gaia_app.llm_settings import OPENAI_DEFAULT_BASE_URL, LLMSettings, ProviderDeclaration
 from gaia_app.providers.base import (
     ChatRequest,
     Completion,
+    EnvProvider,
     ModelInfo,
+    ProviderDeclaration,
     ProviderError,
+    ProviderKind,
     StreamChunk,
     Usage,
 )
-from gaia_app.providers.http import ProviderHTTP
-from gaia_app.providers.live import LiveCatalogue, LiveModels
-from gaia_app.providers.local import count_tokens
+from gaia_app.providers.common import RemoteProvider, estimate_usage
+
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 # What is known of OpenAI's current chat models: context window, output limit, and list
 # price in USD per million input/output tokens.
@@ -42,27 +44,6 @@ _NOT_CHAT = (
 )
 
 
-def model_info(provider_id: str, model_id: str, declared: dict | None = None, known=None) -> ModelInfo:
-    """A ModelInfo from what the operator declared, else from the known table, else bare."""
-    known = (known or {}).get(model_id)
-    fields = {
-        "context_window": known[0] if known else None,
-        "max_tokens": known[1] if known else None,
-        "input_price_per_mtok": known[2] if known else None,
-        "output_price_per_mtok": known[3] if known else None,
-    }
-    declared = dict(declared or {})
-    capabilities = tuple(declared.pop("capabilities", ("chat", "streaming")))
-    fields.update({k: v for k, v in declared.items() if k in fields})
-    return ModelInfo(
-        id=model_id,
-        name=str(declared.get("name") or model_id),
-        provider=provider_id,
-        capabilities=capabilities,
-        **fields,
-    )
-
-
 def _text_of(content) -> str | None:
     if content is None or isinstance(content, str):
         return content
@@ -71,32 +52,11 @@ def _text_of(content) -> str | None:
     raise TypeError("content")
 
 
-class OpenAICompatibleProvider(LiveCatalogue):
-    capabilities = ("chat", "streaming")
-
-    def __init__(self, declaration: ProviderDeclaration, llm: LLMSettings, on_change=lambda: None) -> None:
-        self.id = declaration.id
-        self.name = declaration.name
+class OpenAICompatibleProvider(RemoteProvider):
+    def __init__(self, declaration: ProviderDeclaration, on_change=lambda: None) -> None:
         headers = {"Authorization": f"Bearer {declaration.api_key}"} if declaration.api_key else {}
-        self.http = ProviderHTTP(
-            self.id, declaration.base_url, headers, llm.connect_timeout, llm.read_timeout
-        )
-        self.is_openai = declaration.base_url.rstrip("/") == OPENAI_DEFAULT_BASE_URL
-        known = OPENAI_MODELS if self.is_openai else {}
-        self._known = known
-        declared = [model_info(self.id, m["id"], m, known) for m in declaration.models]
-        if llm.default_model and llm.default_provider == self.id and not any(
-            m.id == llm.default_model for m in declared
-        ):
-            declared.append(model_info(self.id, llm.default_model, None, known))
-        self.live = LiveModels(
-            self.id,
-            self._fetch_models if declaration.list_models else None,
-            declared,
-            llm.model_list_ttl,
-            on_change,
-            fallback=[model_info(self.id, model_id, None, known) for model_id in known],
-        )
+        self.is_openai = (declaration.base_url or "").rstrip("/") == OPENAI_DEFAULT_BASE_URL
+        super().__init__(declaration, headers, OPENAI_MODELS if self.is_openai else {}, on_change)
 
     def _fetch_models(self) -> list[ModelInfo]:
         data = self.http.get_json("/models")
@@ -107,7 +67,7 @@ class OpenAICompatibleProvider(LiveCatalogue):
         for entry in entries:
             model_id = entry.get("id") if isinstance(entry, dict) else None
             if isinstance(model_id, str) and model_id and not model_id.startswith(_NOT_CHAT):
-                models.append(model_info(self.id, model_id, None, self._known))
+                models.append(self.model(model_id))
         return models
 
     # -- chat ----------------------------------------------------------------------------
@@ -151,8 +111,7 @@ class OpenAICompatibleProvider(LiveCatalogue):
             return Usage(int(usage["prompt_tokens"]), int(usage["completion_tokens"]))
         except (TypeError, KeyError, ValueError):
             # Servers that do not report usage: count roughly, rather than record nothing.
-            prompt = sum(count_tokens(m.content) + 4 for m in request.messages)
-            return Usage(prompt, count_tokens(text))
+            return estimate_usage(request.messages, text)
 
     def stream(self, request: ChatRequest) -> Iterator[StreamChunk]:
         response = self.http.request("POST", "/chat/completions", self._body(request, stream=True), stream=True)
@@ -197,3 +156,20 @@ class OpenAICompatibleProvider(LiveCatalogue):
             raise ProviderError(self.id, "interrupted", f"{self.id} ended its answer early")
         text = "".join(text_parts)
         yield StreamChunk(usage=self._usage(usage, request, text), finish_reason=finish or "stop")
+
+
+KIND = ProviderKind(
+    kind="openai",
+    adapter=OpenAICompatibleProvider,
+    environment=(
+        EnvProvider(
+            id="openai", name="OpenAI", enabled_by=("OPENAI_API_KEY", "OPENAI_BASE_URL"),
+            key_variable="OPENAI_API_KEY", url_variable="OPENAI_BASE_URL",
+            default_base_url=OPENAI_DEFAULT_BASE_URL, preferred_model="gpt-4o-mini", rank=10,
+        ),
+        EnvProvider(
+            id="ollama", name="Ollama", enabled_by=("OLLAMA_BASE_URL",),
+            url_variable="OLLAMA_BASE_URL", url_suffix="/v1", rank=30,
+        ),
+    ),
+)

@@ -18,11 +18,15 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 import jwt
 import requests
 
-from gaia_app.config import Settings
+from gaia_app.errors import Unauthenticated
+
+if TYPE_CHECKING:
+    from gaia_app.config import Settings
 
 log = logging.getLogger("gaia.jwt")
 
@@ -35,7 +39,7 @@ LEEWAY_SECONDS = 10
 MAX_TOKEN_LENGTH = 8192
 
 
-class TokenError(Exception):
+class TokenError(Unauthenticated):
     """The token is not acceptable; the message is safe to show to the client."""
 
 
@@ -56,8 +60,10 @@ def gaia_issuer(settings: Settings) -> str:
     return f"gaia:{settings.environment}"
 
 
-def issue_access_token(settings: Settings, user_id: uuid.UUID, scopes: list[str]) -> tuple[str, int]:
-    now = datetime.now(timezone.utc)
+def issue_access_token(
+    settings: Settings, user_id: uuid.UUID, scopes, now: datetime | None = None
+) -> tuple[str, int]:
+    now = now or datetime.now(timezone.utc)
     ttl = settings.access_token_ttl
     claims = {
         "iss": gaia_issuer(settings),

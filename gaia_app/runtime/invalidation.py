@@ -1,10 +1,12 @@
-"""Telling every process that a credential changed, so cached checks never outlive it.
+"""Telling every process that something cached changed, so no cache outlives the change.
 
-With REDIS_URL, a change (key revoked or rotated, user deactivated, demoted or deleted) is
-published on a Redis channel after its transaction commits; each process listens in a
-background thread and drops the matching cache entries within milliseconds. While a process
-is not connected to that channel it drops its whole cache and trusts entries for at most one
-second, so a lost message can never keep a revoked key alive for long.
+Caches register a message kind with the bus (the credential cache: "key" and "user"; chat's
+persona cache: "personas"). A service queues "<kind>:<value>" on the SQLAlchemy session; after
+the transaction commits, the bus applies it in this process and, with REDIS_URL, publishes it
+on a Redis channel. Each process listens in a background thread and applies what it hears
+within milliseconds. While a process is not connected to that channel it resets every
+registered cache and trusts entries for at most one second, so a lost message can never keep
+a revoked key alive for long.
 
 Without Redis there is no channel: entries live for AUTH_CACHE_TTL (1 s by default), which
 bounds how long any process can act on a stale answer.
@@ -18,9 +20,11 @@ import threading
 import time
 import uuid
 
-from flask import current_app
+from flask import has_app_context
 from sqlalchemy import event
 from sqlalchemy.orm import Session
+
+from gaia_app.state import gaia
 
 log = logging.getLogger("gaia.invalidation")
 
@@ -28,38 +32,28 @@ _SESSION_KEY = "gaia_invalidations"
 DISCONNECTED_TTL = 1.0
 
 
-def queue_key_invalidation(session, key_hash: str) -> None:
-    session.info.setdefault(_SESSION_KEY, []).append(f"key:{key_hash}")
-
-
-def queue_user_invalidation(session, user_id: uuid.UUID) -> None:
-    session.info.setdefault(_SESSION_KEY, []).append(f"user:{user_id}")
-
-
-def queue_invalidation(session, kind: str, value: str) -> None:
-    """Another cache's change (one registered with `InvalidationBus.register`), sent after commit."""
+def queue_invalidation(session, kind: str, value: str | uuid.UUID) -> None:
+    """A change for the caches registered under `kind`, sent once `session` commits."""
     session.info.setdefault(_SESSION_KEY, []).append(f"{kind}:{value}")
 
 
 class InvalidationBus:
-    def __init__(self, settings, cache) -> None:
+    def __init__(self, settings) -> None:
         self.redis_url = settings.redis_url
         self.channel = f"gaia:{settings.environment}:auth-invalidations"
-        self.cache = cache
         self.connected = False
         self._listener_pid: int | None = None
         self._lock = threading.Lock()
         self._publisher = None
-        # Other caches kept fresh by this channel: kind -> (apply(value), reset()).
+        # The caches kept fresh by this channel: kind -> (apply(value), reset()).
         self._handlers: dict[str, tuple] = {}
 
     def register(self, kind: str, apply, reset) -> None:
         """Route messages "<kind>:<value>" to `apply(value)`; `reset()` when messages may
-        have been missed (not connected), like the credential cache itself."""
+        have been missed (not connected)."""
         self._handlers[kind] = (apply, reset)
 
     def _reset(self) -> None:
-        self.cache.clear()
         for _apply, reset in self._handlers.values():
             reset()
 
@@ -80,17 +74,12 @@ class InvalidationBus:
 
     def apply(self, message: str) -> None:
         kind, _, value = message.partition(":")
-        if kind in self._handlers:
-            self._handlers[kind][0](value)
-        elif kind == "key":
-            self.cache.drop(value)
-        elif kind == "user":
-            try:
-                self.cache.drop_user(uuid.UUID(value))
-            except ValueError:
-                self.cache.clear()
-        else:
-            self.cache.clear()
+        handler = self._handlers.get(kind)
+        if handler is None:
+            # A kind this process does not know (a newer build sent it): forget everything.
+            self._reset()
+            return
+        handler[0](value)
 
     def publish(self, messages: list[str]) -> None:
         for message in messages:
@@ -144,11 +133,8 @@ def _publish_after_commit(session) -> None:
     messages = session.info.pop(_SESSION_KEY, None)
     if not messages:
         return
-    try:
-        bus = current_app.extensions["gaia"].authenticator.bus
-    except (RuntimeError, KeyError, AttributeError):
-        return
-    bus.publish(messages)
+    if has_app_context():
+        gaia().bus.publish(messages)
 
 
 def _forget_after_rollback(session) -> None:

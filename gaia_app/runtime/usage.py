@@ -10,7 +10,7 @@ from flask import Flask
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from gaia_app.batching import BackgroundBatcher
+from gaia_app.runtime.batching import BackgroundBatcher
 from gaia_app.extensions import db
 from gaia_app.models import ApiKey, UsageEvent, User, utcnow
 

@@ -22,7 +22,7 @@ from functools import lru_cache
 
 from limits import RateLimitItem, parse
 
-from gaia_app.errors import APIError
+from gaia_app.errors import RateLimited, Unavailable
 
 log = logging.getLogger("gaia.ratelimit")
 
@@ -177,6 +177,10 @@ class RedisSlidingWindow:
         return bool(allowed), int(item.amount - float(used)), float(start + period)
 
 
+class RateLimitUnavailable(Unavailable):
+    type = "/problems/rate-limit-unavailable"
+
+
 class RateLimiter:
     def __init__(self, settings) -> None:
         self.default = settings.rate_limit_default
@@ -196,19 +200,15 @@ class RateLimiter:
                 log.warning("rate limit storage unavailable, letting the request through: %s", exc)
                 return None
             log.error("rate limit storage unavailable, refusing the request: %s", exc)
-            raise APIError(
-                503,
+            raise RateLimitUnavailable(
                 "Rate limiting is unavailable, so requests are refused for now; try again shortly.",
-                type="/problems/rate-limit-unavailable",
                 headers={"Retry-After": "5"},
             ) from None
         state = RateLimitState(limit=item.amount, remaining=remaining, reset_at=reset_at)
         if not allowed:
             retry_after = max(int(reset_at - time.time() + 0.999), 1)
-            raise APIError(
-                429,
+            raise RateLimited(
                 f"Rate limit of {item.amount} per {_period(item)} exceeded; retry in {retry_after} s.",
-                type="/problems/rate-limited",
                 headers={**state.headers(), "Retry-After": str(retry_after)},
             )
         return state

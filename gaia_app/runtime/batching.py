@@ -56,3 +56,8 @@ class BackgroundBatcher:
 
     def flush(self) -> int:
         raise NotImplementedError
+
+    def discard_pending(self) -> None:
+        """Forget what is waiting to be written (tests, between cases)."""
+        with self._lock:
+            self._pending.clear()
