@@ -184,6 +184,20 @@ def app(_session_app):
 
 
 @pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def timed_app(_session_app, database_url, tmp_path_factory, clock):
+    """The migrated database of this backend, served by an app whose time `clock` moves."""
+    app = make_app(database_url, tmp_path_factory, clock=clock)
+    yield app
+    _reset(app)
+    _reset(_session_app)  # the shared app's caches may hold what this test made
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

@@ -1,6 +1,5 @@
 """API-key authentication through `require_auth`, on SQLite and PostgreSQL."""
 
-import dataclasses
 import logging
 import time
 import uuid
@@ -13,7 +12,7 @@ from gaia_app.identity.apikeys import generate_api_key, hash_api_key
 from gaia_app.errors import APIError
 from gaia_app.extensions import db
 from gaia_app.identity import require_auth
-from tests.conftest import problem_of
+from tests.conftest import Accounts, _reset, make_app, problem_of
 
 MODELS = "/api/v0.2/models"
 
@@ -81,31 +80,36 @@ def test_a_valid_key_costs_no_query_once_cached(client, make, count_queries):
     assert len(queries) == 0
 
 
-def test_revoked_key_is_refused_once_the_cache_entry_expires(app, client, make):
+def test_revoked_key_is_refused_once_the_cache_entry_expires(timed_app, clock):
+    """Revoked in another process (no message reaches this one): the entry's TTL bounds it."""
     from gaia_app import accounts
 
-    authenticator = app.extensions["gaia"].authenticator
-    authenticator.settings = dataclasses.replace(authenticator.settings, auth_cache_ttl=0.2)
-    try:
-        key = make.key()
-        assert client.get(MODELS, headers={"X-API-Key": key}).status_code == 200
-        with app.app_context():
-            row = accounts.list_api_keys()[0]
-            accounts.revoke_api_key(row)
-            db.session.commit()
-        time.sleep(0.3)
-        body = problem_of(client.get(MODELS, headers={"X-API-Key": key}), 401)
-        assert "revoked" in body["detail"]
-    finally:
-        authenticator.settings = dataclasses.replace(authenticator.settings, auth_cache_ttl=1.0)
-
-
-def test_expired_key_is_refused_even_from_the_cache(app, client, make):
-    key = make.key(expires_at=datetime.now(timezone.utc) + timedelta(seconds=1))
+    client = timed_app.test_client()
+    key = Accounts(timed_app).key()
     assert client.get(MODELS, headers={"X-API-Key": key}).status_code == 200
-    time.sleep(1.1)
+    with timed_app.app_context():
+        row = accounts.list_api_keys()[0]
+        row.is_active = False  # as another process would: no invalidation here
+        db.session.commit()
+    clock.advance(0.9)
+    assert client.get(MODELS, headers={"X-API-Key": key}).status_code == 200  # still cached
+    clock.advance(0.2)
     body = problem_of(client.get(MODELS, headers={"X-API-Key": key}), 401)
-    assert "expired" in body["detail"]
+    assert "revoked" in body["detail"]
+
+
+def test_expired_key_is_refused_even_from_the_cache(_session_app, database_url, tmp_path_factory, clock):
+    app = make_app(database_url, tmp_path_factory, clock=clock, AUTH_CACHE_TTL="60")
+    client = app.test_client()
+    key = Accounts(app).key(expires_at=datetime.now(timezone.utc) + timedelta(seconds=1))
+    try:
+        assert client.get(MODELS, headers={"X-API-Key": key}).status_code == 200
+        clock.advance(1.5)
+        assert app.extensions["gaia"].authenticator.cache.get(hash_api_key(key)) is not None
+        body = problem_of(client.get(MODELS, headers={"X-API-Key": key}), 401)
+        assert "expired" in body["detail"]
+    finally:
+        _reset(app)
 
 
 def test_deactivated_user_loses_access(app, client, make):

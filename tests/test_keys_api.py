@@ -1,6 +1,5 @@
 """The API-key lifecycle over HTTP: create, list, get, revoke, rotate, expiry, scopes."""
 
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -14,16 +13,17 @@ KEYS = "/api/v0.2/keys"
 MODELS = "/api/v0.2/models"
 
 
+def sign_up(client, email="player@example.com"):
+    """A signed-in player: headers with their access token."""
+    tokens = client.post(
+        "/api/v0.2/auth/register", json={"email": email, "password": "correct horse battery"}
+    ).get_json()
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
 @pytest.fixture
 def session(client):
-    """A signed-in player: headers with their access token."""
-    def sign_up(email="player@example.com"):
-        tokens = client.post(
-            "/api/v0.2/auth/register", json={"email": email, "password": "correct horse battery"}
-        ).get_json()
-        return {"Authorization": f"Bearer {tokens['access_token']}"}
-
-    return sign_up
+    return lambda email="player@example.com": sign_up(client, email)
 
 
 def test_create_shows_the_key_once_and_it_works(app, client, session):
@@ -46,8 +46,9 @@ def test_create_shows_the_key_once_and_it_works(app, client, session):
     assert key not in stored and stored not in str(listed)
 
 
-def test_scopes_and_expiry_on_creation(client, session):
-    headers = session()
+def test_scopes_and_expiry_on_creation(timed_app, clock):
+    client = timed_app.test_client()
+    headers = sign_up(client)
     chat_only = client.post(KEYS, json={"name": "npc", "scopes": ["chat"]}, headers=headers).get_json()
     assert chat_only["scopes"] == ["chat"]
     assert client.get(MODELS, headers={"X-API-Key": chat_only["key"]}).status_code == 200
@@ -55,10 +56,10 @@ def test_scopes_and_expiry_on_creation(client, session):
     problem_of(client.post(KEYS, json={"name": "x", "scopes": ["root"]}, headers=headers), 422)
     past = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
     problem_of(client.post(KEYS, json={"name": "x", "expires_at": past}, headers=headers), 422)
-    soon = (datetime.now(timezone.utc) + timedelta(seconds=1)).isoformat()
+    soon = (clock.now() + timedelta(seconds=1)).isoformat()
     short = client.post(KEYS, json={"name": "brief", "expires_at": soon}, headers=headers).get_json()
     assert client.get(MODELS, headers={"X-API-Key": short["key"]}).status_code == 200
-    time.sleep(1.1)
+    clock.advance(1.1)
     body = problem_of(client.get(MODELS, headers={"X-API-Key": short["key"]}), 401)
     assert "expired" in body["detail"]
     assert client.get(f"{KEYS}/{short['id']}", headers=headers).get_json()["state"] == "expired"
@@ -85,8 +86,9 @@ def test_revoke_takes_effect_and_is_idempotent(client, session):
     assert client.get(f"{KEYS}/{created['id']}", headers=headers).get_json()["state"] == "revoked"
 
 
-def test_rotate_keeps_the_old_key_for_the_grace_period(client, session):
-    headers = session()
+def test_rotate_keeps_the_old_key_for_the_grace_period(timed_app, clock):
+    client = timed_app.test_client()
+    headers = sign_up(client)
     old = client.post(KEYS, json={"name": "game", "scopes": ["chat"]}, headers=headers).get_json()
     rotated = client.post(f"{KEYS}/{old['id']}/rotate", json={"grace_seconds": 2}, headers=headers)
     assert rotated.status_code == 201
@@ -96,7 +98,9 @@ def test_rotate_keeps_the_old_key_for_the_grace_period(client, session):
     assert new["old_key_expires_at"]
     assert client.get(MODELS, headers={"X-API-Key": old["key"]}).status_code == 200
     assert client.get(MODELS, headers={"X-API-Key": new["key"]}).status_code == 200
-    time.sleep(2.1)
+    clock.advance(1.9)
+    assert client.get(MODELS, headers={"X-API-Key": old["key"]}).status_code == 200
+    clock.advance(0.2)
     problem_of(client.get(MODELS, headers={"X-API-Key": old["key"]}), 401)
     assert client.get(MODELS, headers={"X-API-Key": new["key"]}).status_code == 200
     view = client.get(f"{KEYS}/{old['id']}", headers=headers).get_json()

@@ -274,7 +274,7 @@ class ProviderHTTP:
         try:
             content = response.content
         except requests.exceptions.RequestException as exc:
-            kind = "timeout" if isinstance(exc, requests.exceptions.ConnectionError) and "timed out" in str(exc) else "unavailable"
+            kind = "timeout" if _timed_out(exc) else "unavailable"
             raise self._fail(kind, f"{self.provider_id} broke off its answer: {_short(exc)}") from None
         if len(content) > MAX_BODY_BYTES:
             raise self._fail("bad_response", f"{self.provider_id} sent an oversized answer")
@@ -304,7 +304,7 @@ class ProviderHTTP:
                 try:
                     block = raw.read1(65536)
                 except Exception as exc:
-                    if "timed out" in str(exc).lower():
+                    if _timed_out(exc):
                         raise self._fail("timeout", f"{self.provider_id} went silent mid-answer") from None
                     log.info("%s stream broke: %s", self.provider_id, _short(exc))
                     raise self._fail("interrupted", f"{self.provider_id} broke off its answer (connection lost)") from None
@@ -339,6 +339,13 @@ class ProviderHTTP:
                 raw.release_conn()
             else:
                 response.close()
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a failed read was a timeout: urllib3 raises ReadTimeoutError (or a socket
+    timeout), which requests wraps in a ConnectionError while reading a body."""
+    timeouts = (urllib3.exceptions.TimeoutError, socket.timeout, requests.exceptions.Timeout)
+    return isinstance(exc, timeouts) or any(isinstance(arg, timeouts) for arg in getattr(exc, "args", ()))
 
 
 def _short(exc: Exception) -> str:
