@@ -20,12 +20,13 @@ reads RSS, PSS and USS (Private_Clean + Private_Dirty) of the master and of ever
 monkey.patch_all() (as a gevent worker does): which top-level modules `create_app()` loads
 (and who imports each first), which of them a bare Flask app does not need, the VmRSS delta
 of importing each module alone over that baseline, the cumulative RSS after all libraries,
-then gaia_app.* / blueprints.*, then create_app(), then a first GET /health, and the RSS
-that groups of libraries cost on their own (all libraries minus the group).
+then gaia_app.* / blueprints.*, then create_app(), then a first GET /health, and what
+deferring each package the app imports itself (or a group of them) would save: the RSS of
+all the worker's libraries minus that of the closures of the other direct imports.
 
-    .venv/bin/python bench/memory.py                  # ~20 s
+    .venv/bin/python bench/memory.py                  # ~10 s
     .venv/bin/python bench/memory.py --postgres       # PostgreSQL at 127.0.0.1:5432, user postgres
-    .venv/bin/python bench/memory.py --imports        # ~40 s
+    .venv/bin/python bench/memory.py --imports        # ~40 s (--repeat 1: ~20 s)
     .venv/bin/python bench/memory.py --json           # JSON on stdout (progress on stderr)
 
 Standard library only (plus psycopg from the venv for --postgres). Talks only to 127.0.0.1.
@@ -136,7 +137,8 @@ def git_dirty(root: Path) -> bool:
     try:
         out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                              capture_output=True, text=True, timeout=10).stdout
-        return bool(out.strip())
+        # Changes under bench/ (this script among them) do not change what is measured.
+        return any(line[3:] and not line[3:].startswith("bench/") for line in out.splitlines())
     except (OSError, subprocess.SubprocessError):
         return False
 
@@ -661,7 +663,8 @@ def run_imports(args: argparse.Namespace, root: Path, tmp: Path, database_url: s
     log(f"measuring {len(modules)} modules alone, then {len(roots)} direct imports "
         f"and {len(GROUPS)} groups left out ...")
     workers = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         per_module = list(pool.map(alone, modules))
         closures = {r["module"]: set(r["closure"]) for r in per_module if "closure" in r}
         closures.update({r["module"]: set(r["closure"]) for r in pool.map(alone, closure_only)
@@ -700,6 +703,10 @@ def run_imports(args: argparse.Namespace, root: Path, tmp: Path, database_url: s
             gone = [t for t in lib_tops if t not in set(kept(set(names)))]
             groups.append({"group": group, "saved_rss": all_rss - future.result(), "no_longer_loaded": gone})
         gevent = [f.result() for f in gevent_runs]
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)  # queued children never start
+        raise
+    pool.shutdown()
     if time.monotonic() > deadline:
         raise Deadline()
 
