@@ -113,7 +113,7 @@ def _init_logging(env: Mapping[str, str]) -> None:
 def _init_database(app: Flask, settings, clock: Clock) -> None:
     from gaia_app.database import init_database
 
-    init_database(app, settings, MIGRATIONS_DIR, clock)
+    init_database(app, settings, clock)
 
 
 def _init_api(app: Flask):
@@ -133,7 +133,7 @@ def _init_api(app: Flask):
 
 
 def _init_state(app: Flask, settings, api, clock: Clock) -> None:
-    from gaia_app.health import MigrationInfo
+    from gaia_app.database import MigrationInfo
     from gaia_app.identity.authenticator import Authenticator
     from gaia_app.providers import build_registry
     from gaia_app.runtime.invalidation import InvalidationBus

@@ -1,14 +1,23 @@
-"""The database engine: pool settings, SQLite tuning, and pings only where they help."""
+"""The database: engine and pool settings, SQLite tuning, pings only where they help, and
+the migrations (`flask db ...`, and which revision this build expects).
+
+Flask-Migrate and alembic are imported only by a `flask db` command (or a test that migrates):
+a web worker never loads them, which saves each worker about 10 MiB (see bench/README.md).
+"""
 
 from __future__ import annotations
 
+import ast
 import weakref
+from functools import cached_property
 from pathlib import Path
 
+import click
 from flask import Flask
 from sqlalchemy import event
 
-from gaia_app.extensions import db, migrate
+from gaia_app.constants import MIGRATIONS_DIR
+from gaia_app.extensions import db
 from gaia_app.runtime.clock import Clock
 
 # A pooled connection given back less than this long ago is not pinged again on checkout.
@@ -29,11 +38,11 @@ def engine_options(settings) -> dict:
     }
 
 
-def init_database(app: Flask, settings, migrations_dir: Path, clock: Clock) -> None:
+def init_database(app: Flask, settings, clock: Clock) -> None:
     from gaia_app import models  # noqa: F401  (registers the tables on the metadata)
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(migrations_dir), render_as_batch=True, compare_type=True)
+    app.cli.add_command(_MigrationCommands(app))
     if settings.is_sqlite:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
         with app.app_context():
@@ -73,3 +82,87 @@ def _tune_sqlite(engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+
+def configure_migrations(app: Flask) -> click.Group:
+    """Flask-Migrate for `app` (importing it and alembic); returns its `db` command group."""
+    from flask_migrate import Migrate
+    from flask_migrate.cli import db as commands
+
+    if "migrate" not in app.extensions:
+        Migrate(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, compare_type=True)
+    return commands
+
+
+class _MigrationCommands(click.Group):
+    """`flask db ...`: Flask-Migrate's command group, loaded when a command first needs it."""
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__(name="db", help="Perform database migrations (Flask-Migrate).")
+        self._app = app
+        self._real: click.Group | None = None
+
+    def _group(self) -> click.Group:
+        if self._real is None:
+            self._real = configure_migrations(self._app)
+        return self._real
+
+    def get_params(self, ctx):
+        return self._group().get_params(ctx)
+
+    def list_commands(self, ctx):
+        return self._group().list_commands(ctx)
+
+    def get_command(self, ctx, name):
+        return self._group().get_command(ctx, name)
+
+    def invoke(self, ctx):
+        return self._group().invoke(ctx)
+
+
+class MigrationInfo:
+    """The revisions of this build, read once from `migrations/versions/*.py`.
+
+    Each revision file assigns `revision` and `down_revision` literals; the heads are the
+    revisions no other one builds on. Read with `ast` rather than alembic, so that `/health`
+    costs a web worker no alembic import (a test checks both agree).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    @cached_property
+    def parents(self) -> dict[str, tuple[str, ...]]:
+        """revision -> the revisions it builds on."""
+        found = {}
+        for path in sorted((self.directory / "versions").glob("*.py")):
+            values = _literal_assignments(path, ("revision", "down_revision"))
+            if isinstance(values.get("revision"), str):
+                down = values.get("down_revision")
+                found[values["revision"]] = tuple(down) if isinstance(down, (list, tuple)) else ((down,) if down else ())
+        return found
+
+    @cached_property
+    def heads(self) -> tuple[str, ...]:
+        built_on = {parent for parents in self.parents.values() for parent in parents}
+        return tuple(sorted(rev for rev in self.parents if rev not in built_on))
+
+    def is_known(self, revision: str) -> bool:
+        return revision in self.parents
+
+
+def _literal_assignments(path: Path, names: tuple[str, ...]) -> dict:
+    values = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if isinstance(target, ast.Name) and target.id in names:
+            try:
+                values[target.id] = ast.literal_eval(value)
+            except ValueError:
+                pass
+    return values

@@ -1,9 +1,10 @@
 """Extension singletons, created without an app and bound in `create_app`, and the two
-session rules every service follows (`commits`, `release_connection`)."""
+session rules every service follows (`commits`, `release_connection`).
+
+Flask-Migrate is bound only when a migration command runs (`database.configure_migrations`)."""
 
 from functools import wraps
 
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
@@ -23,7 +24,6 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
-migrate = Migrate()
 
 
 def release_connection() -> None:

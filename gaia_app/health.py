@@ -10,11 +10,8 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from functools import cached_property
-from pathlib import Path
 
 import requests
-from alembic.script import ScriptDirectory
 from flask import Flask, current_app, jsonify
 from flask_smorest import Blueprint
 from sqlalchemy import text
@@ -30,33 +27,8 @@ blp = Blueprint("health", __name__, description="Health checks (no credentials n
 REMOTE_TIMEOUT = (1.0, 2.0)
 
 
-class MigrationInfo:
-    """The migration heads of this build, read from `migrations/` once per process."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-
-    @cached_property
-    def script(self) -> ScriptDirectory:
-        from alembic.config import Config
-
-        config = Config()
-        config.set_main_option("script_location", str(self.directory))
-        return ScriptDirectory.from_config(config)
-
-    @cached_property
-    def heads(self) -> tuple[str, ...]:
-        return tuple(self.script.get_heads())
-
-    def is_known(self, revision: str) -> bool:
-        try:
-            return self.script.get_revision(revision) is not None
-        except Exception:
-            return False
-
-
 def _database_check(app: Flask) -> tuple[dict, list[dict]]:
-    migrations: MigrationInfo = gaia(app).migrations
+    migrations = gaia(app).migrations
     heads = migrations.heads
     started = time.perf_counter()
     try:

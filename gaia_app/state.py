@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from flask_smorest import Api
 
     from gaia_app.config import Settings
-    from gaia_app.health import MigrationInfo
+    from gaia_app.database import MigrationInfo
     from gaia_app.identity.authenticator import Authenticator
     from gaia_app.providers import ProviderRegistry
     from gaia_app.runtime.clock import Clock

@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import event, text
 
 from gaia_app import accounts, create_app
+from gaia_app.database import configure_migrations
 from gaia_app.extensions import db
 from gaia_app.runtime.clock import Clock
 from gaia_app.state import gaia
@@ -147,6 +148,7 @@ def make_app(database_url: str, tmp_path_factory, *, clock: Clock | None = None,
 def upgrade(app) -> None:
     from flask_migrate import upgrade as run_upgrade
 
+    configure_migrations(app)
     with app.app_context():
         run_upgrade()
 

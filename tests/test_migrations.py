@@ -52,3 +52,37 @@ def test_downgrade_and_upgrade_round_trip(backend, tmp_path_factory, request):
         assert {"users", "api_keys", "personas", "user_persona_preferences"} <= set(
             db.inspect(db.engine).get_table_names()
         )
+
+
+def test_the_heads_health_reads_agree_with_alembic(tmp_path):
+    """/health reads the revision graph without alembic; alembic itself must see the same."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from gaia_app.constants import MIGRATIONS_DIR
+    from gaia_app.database import MigrationInfo
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    script = ScriptDirectory.from_config(config)
+    ours = MigrationInfo(MIGRATIONS_DIR)
+    assert ours.heads == tuple(sorted(script.get_heads()))
+    assert set(ours.parents) == {rev.revision for rev in script.walk_revisions()}
+    assert ours.is_known(ours.heads[0]) and not ours.is_known("0123456789ab")
+
+    # Branches, merges and annotated assignments read the same way alembic writes them.
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    (versions / "a.py").write_text("revision = 'a'\ndown_revision = None\n")
+    (versions / "b.py").write_text("revision: str = 'b'\ndown_revision: str | None = 'a'\n")
+    (versions / "c.py").write_text("revision = 'c'\ndown_revision = 'a'\n")
+    assert MigrationInfo(tmp_path).heads == ("b", "c")
+    (versions / "d.py").write_text("revision = 'd'\ndown_revision = ('b', 'c')\n")
+    assert MigrationInfo(tmp_path).heads == ("d",)
+
+
+def test_flask_db_commands_are_there_for_the_cli(runner):
+    result = runner.invoke(args=["db", "--help"])
+    assert result.exit_code == 0 and "upgrade" in result.output and "--directory" in result.output
+    result = runner.invoke(args=["db", "heads"])
+    assert result.exit_code == 0, result.output

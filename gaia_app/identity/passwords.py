@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
@@ -11,8 +13,14 @@ MAX_LENGTH = 256  # characters; longer is refused, not truncated
 # OWASP's minimum Argon2id profile (19 MiB, 2 passes): about 20 ms on one core here, which
 # keeps logins cheap for us and guessing expensive for an attacker with the hashes.
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
-# Verified against when the account does not exist, so the answer takes the same time.
-_DUMMY_HASH = _hasher.hash("not a real password, only for timing")
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the account does not exist, so the answer takes the same time.
+    Made on first use: a worker that never sees a login does not pay for it at start-up."""
+    return _hasher.hash("not a real password, only for timing")
+
 
 _COMMON = frozenset(
     """
@@ -50,7 +58,7 @@ def verify_password(password_hash: str | None, password: str) -> bool:
     if len(password) > MAX_LENGTH:
         return False
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

@@ -20,15 +20,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-import jwt
 import requests
 
 from gaia_app.errors import Unauthenticated
 
 if TYPE_CHECKING:
+    import jwt
+
     from gaia_app.config import Settings
 
 log = logging.getLogger("gaia.jwt")
+
+
+def _pyjwt():
+    """PyJWT, imported on the first token. It loads `cryptography` (about 8 MiB a worker,
+    needed only for RS256/ES256 keys), which a worker that only ever sees API keys is spared."""
+    import jwt
+
+    return jwt
 
 GAIA_AUDIENCE = "gaia"
 SUPABASE_AUDIENCE = "authenticated"
@@ -63,6 +72,7 @@ def gaia_issuer(settings: Settings) -> str:
 def issue_access_token(
     settings: Settings, user_id: uuid.UUID, scopes, now: datetime | None = None
 ) -> tuple[str, int]:
+    jwt = _pyjwt()
     now = now or datetime.now(timezone.utc)
     ttl = settings.access_token_ttl
     claims = {
@@ -103,6 +113,7 @@ class JWKSCache:
         return found
 
     def _refresh(self) -> None:
+        jwt = _pyjwt()
         with self._lock:
             now = time.monotonic()
             if now - self._attempted_at < self.min_refresh_interval:
@@ -131,6 +142,7 @@ class TokenVerifier:
         self.jwks = JWKSCache(settings.jwks_url) if settings.jwks_url else None
 
     def verify(self, token: str) -> VerifiedToken:
+        jwt = _pyjwt()
         if len(token) > MAX_TOKEN_LENGTH:
             raise TokenError("The token is too long.")
         try:
@@ -166,6 +178,7 @@ class TokenVerifier:
         raise TokenError("Tokens from this issuer are not accepted.")
 
     def _decode(self, token, key, algorithms, algorithm, *, audience, issuer) -> dict:
+        jwt = _pyjwt()
         if algorithm not in algorithms:
             raise TokenError(f"The token's algorithm must be {' or '.join(algorithms)}.")
         required = ["exp", "sub", "aud"] + (["iss"] if issuer else [])
