@@ -5,6 +5,14 @@ Run from the repository root with the project's virtualenv (see bench/README.md)
     .venv/bin/python bench/bench_models_auth.py              # 5 rounds x 5 s, c=8 then c=1
     .venv/bin/python bench/bench_models_auth.py --auth-cache-ttl 60
     .venv/bin/python bench/bench_models_auth.py --redis-url redis://127.0.0.1:6379/0
+    .venv/bin/python bench/bench_models_auth.py --also-root old=/tmp/gaia-old   # two checkouts
+
+With --also-root NAME=PATH (repeatable), one more Gaia runs in the same alternating rounds: gunicorn
+started with cwd=PATH (so `wsgi:app` is that checkout's code), with the same environment,
+gunicorn settings and Redis as `gaia`, but its own database gaia_bench_<random> (migrated and
+given an admin key by that checkout's own CLI), so that the database counters are per Gaia.
+The order of the targets then changes from round to round (--rotate), and the table
+gains gaia/NAME ratios of req/s, CPU per request and p50, with their per-round min–max.
 
 What it does, in one run:
   1. creates a fresh PostgreSQL database gaia_bench_<random> (dropped at the end, always),
@@ -74,12 +82,12 @@ _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "VI
 BENCH_RATE_LIMIT = "1000000000/minute"
 
 
-def git_revision() -> str:
+def git_revision(root: Path = ROOT) -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT,
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root,
                                 capture_output=True, text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                ".", ":!bench"], cwd=ROOT, capture_output=True, text=True,
+                                ".", ":!bench"], cwd=root, capture_output=True, text=True,
                                timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -199,6 +207,7 @@ class Server:
     log_path: Path
     proc: subprocess.Popen | None = None
     _log_file: object = None
+    cwd: Path = ROOT  # the checkout gunicorn runs from (another one with --also-root)
 
     @property
     def base_url(self) -> str:
@@ -208,13 +217,14 @@ class Server:
         self._log_file = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", self.app],
-            cwd=ROOT,
+            cwd=self.cwd,
             env=self.env,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so stop() reaches the workers
         )
-        log(f"started {self.name} ({self.app}) on {self.base_url}, master pid {self.proc.pid}")
+        where = "" if self.cwd == ROOT else f" in {self.cwd}"
+        log(f"started {self.name} ({self.app}{where}) on {self.base_url}, master pid {self.proc.pid}")
 
     def workers(self) -> list[int]:
         return _children(self.proc.pid) if self.proc else []
@@ -355,10 +365,10 @@ def measure(server: Server, url: str, headers: dict, concurrency: int, duration:
     return Round(server.name, concurrency, index, result, cpu1 - cpu0, busy)
 
 
-def run_cli(env: dict[str, str], *args: str) -> str:
+def run_cli(env: dict[str, str], *args: str, cwd: Path = ROOT) -> str:
     completed = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "wsgi", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
     )
     if completed.returncode != 0:
         raise RuntimeError(
@@ -372,12 +382,46 @@ def _fmt(value: float, digits: int = 1) -> str:
     return "n/a" if value != value else f"{value:.{digits}f}"
 
 
+def _round_cpu_us(r: Round) -> float:
+    return r.server_cpu_s / r.result.ok * 1e6 if r.result.ok else float("nan")
+
+
+def compare_summaries(this: Summary, other: Summary) -> dict:
+    """this/other for req/s, server CPU per request and p50: the ratio of the medians (of the
+    totals for CPU) and the min–max of the same ratio paired round by round."""
+    def ratio(a: float, b: float) -> float:
+        return a / b if b and b == b and a == a else float("nan")
+
+    pairs = {r.index: r for r in other.rounds}
+    out = {}
+    for key, whole, per_round in (
+        ("rps", lambda s: s.median("rps"), lambda r: r.result.rps),
+        ("cpu", lambda s: s.server_cpu_us_per_request, _round_cpu_us),
+        ("p50", lambda s: s.median("p50_ms"), lambda r: r.result.p50_ms),
+    ):
+        paired = [ratio(per_round(r), per_round(pairs[r.index])) for r in this.rounds
+                  if r.index in pairs]
+        paired = [v for v in paired if v == v]
+        out[key] = ratio(whole(this), whole(other))
+        out[key + "_paired_min"] = min(paired) if paired else float("nan")
+        out[key + "_paired_max"] = max(paired) if paired else float("nan")
+    return out
+
+
+def _ratio_cell(values: dict, key: str) -> str:
+    return (f"{_fmt(values[key], 2)}× ({_fmt(values[key + '_paired_min'], 2)}–"
+            f"{_fmt(values[key + '_paired_max'], 2)})")
+
+
 def render_table(summaries: dict[tuple[str, int], Summary], concurrencies: list[int],
-                 targets: list[str]) -> str:
+                 targets: list[str], compare: list[str] = ()) -> str:
+    """`compare`: names of other Gaia checkouts (--also-root); the gaia row then gets
+    gaia/NAME ratios of req/s, CPU per request and p50 (per-round min–max in brackets)."""
+    extra_head = "".join(f"| req/s gaia/{n} | CPU µs/req gaia/{n} | p50 gaia/{n} " for n in compare)
     lines = [
         "| conc. | target | req/s (median) | vs bare | paired ratios min–max | p50 ms | p99 ms "
-        "| server CPU µs/req | bare CPU / this CPU | errors |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server CPU µs/req | bare CPU / this CPU | errors " + extra_head + "|",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (3 * len(compare)),
     ]
     for c in concurrencies:
         bare = summaries[("bare", c)]
@@ -393,10 +437,17 @@ def render_table(summaries: dict[tuple[str, int], Summary], concurrencies: list[
                 ratio_text = f"**{rps / b_rps * 100:.0f}%**" if b_rps else "n/a"
                 paired_text = f"{min(paired) * 100:.0f}–{max(paired) * 100:.0f}%"
                 cpu_text = f"{b_cpu / this.server_cpu_us_per_request * 100:.0f}%"
+            cells = ""
+            for other in compare:
+                if name == "gaia":
+                    values = compare_summaries(this, summaries[(other, c)])
+                    cells += "".join(f"| {_ratio_cell(values, k)} " for k in ("rps", "cpu", "p50"))
+                else:
+                    cells += "| — " * 3
             lines.append(
                 f"| {c} | {name} | {rps:.0f} | {ratio_text} | {paired_text} "
                 f"| {this.median('p50_ms'):.2f} | {this.median('p99_ms'):.2f} "
-                f"| {this.server_cpu_us_per_request:.0f} | {cpu_text} | {this.errors} |"
+                f"| {this.server_cpu_us_per_request:.0f} | {cpu_text} | {this.errors} {cells}|"
             )
     return "\n".join(lines)
 
@@ -479,6 +530,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="run one more Gaia WSGI target in the same alternation, e.g. "
                         "copy=wsgi:app (an A/A check of the noise) or a variant of your own; "
                         "repeatable")
+    parser.add_argument("--also-root", action="append", default=[], metavar="NAME=PATH",
+                        help="run one more Gaia, `wsgi:app` of another checkout at PATH (gunicorn "
+                        "started with cwd=PATH), in the same alternation, e.g. old=/tmp/gaia-old; "
+                        "the same environment and settings as gaia, its own database (migrated "
+                        "by that checkout's CLI); implies --rotate; repeatable")
+    parser.add_argument("--rotate", action="store_true",
+                        help="rotate the order of the targets from round to round, and reverse "
+                        "it every other round (default: bare, gaia, ... in every round; on "
+                        "with --also-root)")
     args = parser.parse_args(argv)
 
     concurrencies = [int(c) for c in str(args.concurrency).replace(" ", "").split(",") if c]
@@ -488,6 +548,17 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not name or not target or name in ("bare", "gaia") or not name.isidentifier():
             parser.error(f"--also {item!r}: expected NAME=MODULE:APP with a new simple NAME")
         extras.append((name, target))
+    roots: list[tuple[str, Path]] = []
+    for item in args.also_root:
+        name, sep, path = item.partition("=")
+        taken = {"bare", "gaia"} | {n for n, _ in extras} | {n for n, _ in roots}
+        if not sep or not name or not path or name in taken or not name.isidentifier():
+            parser.error(f"--also-root {item!r}: expected NAME=PATH with a new simple NAME")
+        root = Path(path).expanduser().resolve()
+        if not (root / "wsgi.py").is_file() or not (root / "gunicorn.conf.py").is_file():
+            parser.error(f"--also-root {item!r}: no wsgi.py and gunicorn.conf.py in {root}")
+        roots.append((name, root))
+    rotate = args.rotate or bool(roots)
     if args.rounds < 1 or args.duration <= 0 or not concurrencies or min(concurrencies) < 1:
         parser.error("rounds, duration and concurrency must be positive")
 
@@ -498,7 +569,9 @@ def main(argv: list[str] | None = None) -> int:
 
     started_at = datetime.now(timezone.utc)
     revision = git_revision()
+    root_revisions = {name: git_revision(root) for name, root in roots}
     database = BenchDatabase(args.pg_url)
+    root_databases = {name: BenchDatabase(args.pg_url) for name, _ in roots}
     workdir = Path(tempfile.mkdtemp(prefix="gaia-bench-"))
     servers: list[Server] = []
     exit_code = 1
@@ -513,17 +586,37 @@ def main(argv: list[str] | None = None) -> int:
             database.create()
             cleanup.callback(database.drop)
             log(f"created database {database.name}")
+            for name, db in root_databases.items():
+                db.create()
+                cleanup.callback(db.drop)
+                log(f"created database {db.name} for {name}")
 
             base_env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV}
             base_env.update(HOST="127.0.0.1", WEB_CONCURRENCY=str(args.workers),
                             GUNICORN_WORKER_CLASS="sync", GUNICORN_THREADS="1")
-            gaia_env = gaia_environment(base_env, database.url, workdir / "instance", args)
+            gaia_base_env = dict(base_env)
+            if roots:
+                # Bytecode of every Gaia (this checkout's and the others') goes to one
+                # temporary cache, so the other checkouts' trees are not written to, and all
+                # start alike; it changes nothing once the modules are imported.
+                gaia_base_env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
+            gaia_env = gaia_environment(gaia_base_env, database.url, workdir / "instance", args)
 
             run_cli(gaia_env, "db", "upgrade")
             out = run_cli(gaia_env, "create-admin", "--email", "bench@gaia.dev")
             api_key = next(line.split(":", 1)[1].strip() for line in out.splitlines()
                            if line.startswith("API key:"))
             log("migrated and created the admin key")
+            root_envs, root_keys = {}, {}
+            for name, root in roots:
+                env = gaia_environment(gaia_base_env, root_databases[name].url,
+                                       workdir / f"instance-{name}", args)
+                run_cli(env, "db", "upgrade", cwd=root)
+                out = run_cli(env, "create-admin", "--email", "bench@gaia.dev", cwd=root)
+                root_keys[name] = next(line.split(":", 1)[1].strip() for line in out.splitlines()
+                                       if line.startswith("API key:"))
+                root_envs[name] = env
+                log(f"{name} ({root}): migrated and created the admin key with its own CLI")
 
             # 2. Servers, identical gunicorn settings.
             servers = []
@@ -533,11 +626,15 @@ def main(argv: list[str] | None = None) -> int:
                 port = free_port()
                 servers.append(Server(name, app, dict(env, PORT=str(port)), port,
                                       workdir / f"{name}.log"))
+            for name, root in roots:
+                port = free_port()
+                servers.append(Server(name, "wsgi:app", dict(root_envs[name], PORT=str(port)), port,
+                                      workdir / f"{name}.log", cwd=root))
             for server in servers:
                 cleanup.callback(server.stop)
                 server.start()
-            headers = {server.name: {} if server.name == "bare" else {"X-API-Key": api_key}
-                       for server in servers}
+            headers = {server.name: {} if server.name == "bare" else
+                       {"X-API-Key": root_keys.get(server.name, api_key)} for server in servers}
             for server in servers:
                 server.wait_ready(MODELS_PATH, headers[server.name], args.workers)
             log("all servers answer 200 on " + MODELS_PATH)
@@ -552,36 +649,47 @@ def main(argv: list[str] | None = None) -> int:
 
             # 4. Alternating rounds, with DB counters around them.
             before = database.stats()
+            roots_before = {n: db.stats(flush_wait=0.0) for n, db in root_databases.items()}
             rounds: list[Round] = []
             summaries: dict[tuple[str, int], Summary] = {}
             for c in concurrencies:
                 for server in servers:
                     summaries[(server.name, c)] = Summary(server.name, c)
                 for index in range(1, args.rounds + 1):
-                    for server in servers:
+                    order = servers
+                    if rotate:  # rotated each round, and reversed every other round
+                        shift = (index - 1) % len(servers)
+                        order = servers[shift:] + servers[:shift]
+                        if index % 2 == 0:
+                            order = order[::-1]
+                    for server in order:
                         r = measure(server, server.base_url + MODELS_PATH, headers[server.name],
                                     c, args.duration, index)
                         rounds.append(r)
                         summaries[(server.name, c)].rounds.append(r)
                         log(f"round {index} {server.name} {r.result.summary()}")
             after = database.stats()
+            roots_after = {n: db.stats(flush_wait=0.0) for n, db in root_databases.items()}
 
             for server in servers:
                 if server.proc.poll() is not None:
                     raise RuntimeError(f"{server.name} died during the run:\n{server.log_tail()}")
 
             # 5. Report.
-            gaia_requests = sum(s.ok + s.errors for (n, _), s in summaries.items() if n != "bare")
+            gaia_requests = sum(s.ok + s.errors for (n, _), s in summaries.items()
+                                if n != "bare" and n not in root_databases)
             delta = {k: after[k] - before[k] for k in before if k != "numbackends"}
             xacts = delta["xact_commit"] + delta["xact_rollback"]
             per_1000 = xacts / gaia_requests * 1000 if gaia_requests else float("nan")
-            measured_s = sum(r.result.elapsed_s for r in rounds if r.target != "bare")
+            measured_s = sum(r.result.elapsed_s for r in rounds
+                             if r.target != "bare" and r.target not in root_databases)
 
             ttl = (args.auth_cache_ttl if args.auth_cache_ttl is not None else
                    "app default (60 with Redis)" if args.redis_url else "app default (1.0)")
             flush = (args.last_used_flush_interval if args.last_used_flush_interval is not None
                      else "30 (app default)")
-            table = render_table(summaries, concurrencies, [server.name for server in servers])
+            table = render_table(summaries, concurrencies, [server.name for server in servers],
+                                 [name for name, _ in roots])
             print()
             print(f"Gaia GET {MODELS_PATH} (X-API-Key) vs bare Flask, gunicorn sync x "
                   f"{args.workers} workers each; {args.rounds} alternating rounds x "
@@ -591,6 +699,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"REDIS_URL={args.redis_url or '(none)'}, RATE_LIMIT_DEFAULT={args.rate_limit}; "
                   f"{os.cpu_count()} cores, {idle_load:.2f} busy with other work before start; "
                   f"{started_at:%Y-%m-%d %H:%M} UTC")
+            for name, root in roots:
+                print(f"{name}: wsgi:app of {root} ({root_revisions[name]}), the same environment "
+                      f"and settings, its own database {root_databases[name].name}")
+            if rotate:
+                print("The order of the targets rotates from round to round (reversed every other "
+                      "round). Ratios gaia/NAME: "
+                      "of the medians (CPU: of the totals), per-round paired min–max in brackets.")
             print()
             print(table)
             print()
@@ -599,14 +714,34 @@ def main(argv: list[str] | None = None) -> int:
                 verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
                 print(f"c={c}: gaia keeps {ratio * 100:.1f}% of bare req/s -> {verdict} the "
                       f"{TARGET_RATIO * 100:.0f}% target")
+                for name, _ in roots:
+                    r_ratio = summaries[(name, c)].median("rps") / summaries[("bare", c)].median("rps")
+                    print(f"c={c}: {name} keeps {r_ratio * 100:.1f}% of bare req/s "
+                          f"({'meets' if r_ratio >= TARGET_RATIO else 'MISSES'} the target)")
             print()
             who = "Gaia" if not extras else "Gaia (all variants together: they share it)"
+            root_db = {}
             print(f"Database ({database.name}) during the measured rounds: {xacts} transactions "
                   f"({delta['xact_commit']} commit, {delta['xact_rollback']} rollback), "
                   f"tup_returned {delta['tup_returned']}, tup_fetched {delta['tup_fetched']}, "
                   f"tup_updated {delta['tup_updated']}, for {gaia_requests} {who} requests "
                   f"over {measured_s:.1f} s of that load -> {per_1000:.2f} transactions per 1000 "
                   f"requests ({xacts / measured_s if measured_s else 0:.2f} per second of load).")
+            for name, db in root_databases.items():
+                d = {k: roots_after[name][k] - roots_before[name][k] for k in roots_before[name]
+                     if k != "numbackends"}
+                n_x = d["xact_commit"] + d["xact_rollback"]
+                n_req = sum(s.ok + s.errors for (n, _), s in summaries.items() if n == name)
+                n_s = sum(r.result.elapsed_s for r in rounds if r.target == name)
+                root_db[name] = {"database": db.name, "before": roots_before[name],
+                                 "after": roots_after[name], "delta": d, "transactions": n_x,
+                                 "requests": n_req,
+                                 "transactions_per_1000_requests": n_x / n_req * 1000 if n_req else None}
+                print(f"Database of {name} ({db.name}): {n_x} transactions ({d['xact_commit']} commit, "
+                      f"{d['xact_rollback']} rollback), tup_returned {d['tup_returned']}, tup_fetched "
+                      f"{d['tup_fetched']}, tup_updated {d['tup_updated']}, for {n_req} requests over "
+                      f"{n_s:.1f} s -> {n_x / n_req * 1000 if n_req else float('nan'):.2f} per 1000 "
+                      f"requests ({n_x / n_s if n_s else 0:.2f} per second of load).")
             load_cpu = {k: round(s.client_cpu_us_per_request) for k, s in
                         ((f"{n}@c{c}", s) for (n, c), s in summaries.items())}
             print(f"Load generator CPU µs/request (same process, shares the 2 cores): {load_cpu}")
@@ -622,6 +757,14 @@ def main(argv: list[str] | None = None) -> int:
                 "gaia_revision": revision,
                 "gaia_app": args.gaia_app,
                 "variants": dict(extras),
+                "other_roots": {name: {"path": str(root), "revision": root_revisions[name],
+                                       "database": root_db.get(name)} for name, root in roots},
+                "rotated": rotate,
+                "comparisons": [
+                    {"concurrency": c, "this": "gaia", "other": name,
+                     **compare_summaries(summaries[("gaia", c)], summaries[(name, c)])}
+                    for name, _ in roots for c in concurrencies
+                ],
                 "machine": {"cores": os.cpu_count(), "background_cores_busy": idle_load,
                             "platform": platform.platform(),
                             "python": platform.python_version()},

@@ -12,6 +12,7 @@ from gaia_app.identity.apikeys import generate_api_key, hash_api_key
 from gaia_app.errors import APIError
 from gaia_app.extensions import db
 from gaia_app.identity import require_auth
+from gaia_app.state import gaia
 from tests.conftest import Accounts, _reset, make_app, problem_of
 
 MODELS = "/api/v0.2/models"
@@ -105,7 +106,7 @@ def test_expired_key_is_refused_even_from_the_cache(_session_app, database_url, 
     try:
         assert client.get(MODELS, headers={"X-API-Key": key}).status_code == 200
         clock.advance(1.5)
-        assert app.extensions["gaia"].authenticator.cache.get(hash_api_key(key)) is not None
+        assert gaia(app).authenticator.cache.get(hash_api_key(key)) is not None
         body = problem_of(client.get(MODELS, headers={"X-API-Key": key}), 401)
         assert "expired" in body["detail"]
     finally:
@@ -120,7 +121,7 @@ def test_deactivated_user_loses_access(app, client, make):
     with app.app_context():
         accounts.deactivate_user(accounts.find_user_by_email("gone@example.com"))
         db.session.commit()
-    app.extensions["gaia"].authenticator.cache.clear()
+    gaia(app).authenticator.cache.clear()
     body = problem_of(client.get(MODELS, headers={"X-API-Key": key}), 401)
     assert "deactivated" in body["detail"]
 
@@ -153,7 +154,7 @@ def test_last_used_is_collected_in_memory_and_written_in_one_batch(app, client, 
     assert not [s for s in queries.statements if s.lstrip().upper().startswith("UPDATE")]
     with app.app_context():
         assert db.session.execute(text("SELECT last_used_at FROM api_keys")).scalar() is None
-    written = app.extensions["gaia"].last_used.flush()
+    written = gaia(app).last_used.flush()
     assert written == 1
     with app.app_context():
         assert db.session.execute(text("SELECT last_used_at FROM api_keys")).scalar() is not None
@@ -188,7 +189,7 @@ def test_admin_scope_counts_only_for_admin_users(app, make):
     with app.app_context():
         db.session.execute(text("UPDATE users SET is_admin = :no"), {"no": False})
         db.session.commit()
-    app.extensions["gaia"].authenticator.cache.clear()
+    gaia(app).authenticator.cache.clear()
     with app.test_request_context(headers={"X-API-Key": admin_key}):
         with pytest.raises(APIError) as caught:
             _guarded_view(app, "admin")()
@@ -204,7 +205,7 @@ def test_the_background_thread_writes_last_used(database_url, tmp_path_factory, 
     from tests.conftest import make_app
 
     app = make_app(database_url, tmp_path_factory, LAST_USED_FLUSH_INTERVAL="0.1")
-    app.extensions["gaia"].last_used.background = True
+    gaia(app).last_used.background = True
     key = make.key()
     assert app.test_client().get(MODELS, headers={"X-API-Key": key}).status_code == 200
     deadline = time.monotonic() + 5

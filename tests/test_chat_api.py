@@ -17,6 +17,7 @@ from gaia_app.models import DEFAULT_PERSONA_ID, ApiKey, Message, Persona, UsageE
 from gaia_app.providers.base import ChatMessage, ChatRequest, ProviderError, StreamChunk
 from gaia_app.providers.base import ProviderDeclaration
 from gaia_app.providers.local import LocalProvider
+from gaia_app.state import gaia
 from tests.conftest import make_app, problem_of, upgrade
 
 CHAT = "/api/v0.2/chat"
@@ -31,7 +32,7 @@ MU = str(DEFAULT_PERSONA_ID)
 @pytest.fixture(autouse=True)
 def usage(app):
     """The session app's usage recorder, without its flush thread: tests flush it."""
-    recorder = app.extensions["gaia"].usage
+    recorder = gaia(app).usage
     recorder.background = False
     yield recorder
     recorder.discard_pending()
@@ -49,7 +50,7 @@ def headers(make):
 def limited_app(database_url, tmp_path_factory):
     """A one-off app on the same database: 2 messages of history, messages of 50 characters."""
     app = make_app(database_url, tmp_path_factory, CHAT_HISTORY_MESSAGES="2", CHAT_MAX_MESSAGE_CHARS="50")
-    app.extensions["gaia"].usage.background = False
+    gaia(app).usage.background = False
     upgrade(app)
     yield app
     with app.app_context():
@@ -402,7 +403,7 @@ def test_streamed_answer(app, client, headers, usage):
 
 def test_a_provider_failing_before_the_stream_starts_is_a_problem(app, client, headers, usage, monkeypatch):
     alice = headers()
-    local = app.extensions["gaia"].providers.get("local")
+    local = gaia(app).providers.get("local")
 
     def broken(request):
         raise ProviderError("local", "unavailable", "The local model is down.")
@@ -428,7 +429,7 @@ def test_a_provider_failing_before_the_stream_starts_is_a_problem(app, client, h
 def test_a_stream_broken_midway_ends_with_an_error_event_and_stores_nothing(app, client, headers, usage,
                                                                              monkeypatch):
     alice = headers()
-    local = app.extensions["gaia"].providers.get("local")
+    local = gaia(app).providers.get("local")
 
     def breaks(request):
         yield StreamChunk(text="Once")
@@ -568,7 +569,7 @@ def test_limits_of_a_deployment(app, limited_app, headers):
         conversation = client.get(f"{CONVERSATIONS}/{conversation_id}", headers=alice).get_json()
         assert conversation["message_count"] == 6
     finally:
-        limited_app.extensions["gaia"].usage.discard_pending()
+        gaia(limited_app).usage.discard_pending()
 
 
 # -- cost -----------------------------------------------------------------------------------
@@ -578,7 +579,7 @@ def test_a_chat_on_a_long_conversation_costs_a_fixed_number_of_queries(app, back
                                                                        count_queries):
     alice = headers()
     conversation_id = chat(client, alice, "Start")["conversation_id"]  # credentials cached from here on
-    personas = app.extensions["gaia"].services["chat.personas"]
+    personas = gaia(app).services["chat.personas"]
     personas.clear()  # measured with the persona not cached (tests/test_persona_cache.py: cached)
     with count_queries() as short:
         chat(client, alice, "Next", conversation_id=conversation_id)
@@ -640,7 +641,7 @@ def test_a_lone_surrogate_in_the_message_is_422(app, client, headers):
 
 def test_no_database_connection_is_held_during_the_provider_call(app, client, headers, monkeypatch):
     alice = headers()
-    local = app.extensions["gaia"].providers.get("local")
+    local = gaia(app).providers.get("local")
     complete, stream = local.complete, local.stream
     held = []
 
@@ -654,9 +655,9 @@ def test_no_database_connection_is_held_during_the_provider_call(app, client, he
 
     monkeypatch.setattr(local, "complete", spy_complete)
     monkeypatch.setattr(local, "stream", spy_stream)
-    app.extensions["gaia"].authenticator.cache.clear()
+    gaia(app).authenticator.cache.clear()
     chat(client, alice)  # credentials looked up in the database
     chat(client, alice)  # credentials cached
-    app.extensions["gaia"].authenticator.cache.clear()
+    gaia(app).authenticator.cache.clear()
     assert client.post(CHAT, json={"message": "hi", "stream": True}, headers=alice).status_code == 200
     assert held == [0, 0, 0]

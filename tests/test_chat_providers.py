@@ -29,6 +29,7 @@ from gaia_app.providers.openai_compat import OPENAI_DEFAULT_BASE_URL
 from gaia_app.models import DEFAULT_PERSONA_ID, Conversation, Message, Persona, UsageEvent
 from gaia_app.providers.base import ChatMessage, ChatRequest
 from gaia_app.providers.openai_compat import OpenAICompatibleProvider
+from gaia_app.state import gaia
 from tests.conftest import make_app, problem_of, upgrade
 from tests.fakes.llm_servers import Behaviour, FakeAnthropic, FakeOpenAI
 
@@ -106,9 +107,9 @@ def db_url(tmp_path_factory, no_proxy):
 def build(db_url, tmp_path_factory, no_proxy):
     """An app on the module's database with `env` (plus the short timeouts)."""
 
-    def build(**env):
-        app = make_app(db_url, tmp_path_factory, **{**FAST, **env})
-        app.extensions["gaia"].usage.background = False  # the tests flush
+    def build(clock=None, **env):
+        app = make_app(db_url, tmp_path_factory, clock=clock, **{**FAST, **env})
+        gaia(app).usage.background = False  # the tests flush
         return app
 
     return build
@@ -133,7 +134,7 @@ def app(build, oai_a, oai_b, ant, refusing_port, tmp_path_factory):
         GAIA_PROVIDERS_FILE=str(providers_file), BACKUP_LLM_KEY=KEY_B,
     )
     # Fetch every model list now, while all fakes are well (the lists are then cached).
-    assert {m.provider for m in app.extensions["gaia"].providers.models()} == {
+    assert {m.provider for m in gaia(app).providers.models()} == {
         "openai", "anthropic", "backup", "dead", "local"}
     return app
 
@@ -167,8 +168,8 @@ def _fresh(request):
             request.getfixturevalue(name).reset()
     if "app" in request.fixturenames:
         app = request.getfixturevalue("app")
-        app.extensions["gaia"].providers.clear_cooldowns()
-        app.extensions["gaia"].usage.discard_pending()
+        gaia(app).providers.clear_cooldowns()
+        gaia(app).usage.discard_pending()
         with app.app_context(), db.engine.begin() as connection:
             connection.execute(text("DELETE FROM usage_events"))
 
@@ -231,7 +232,7 @@ def error_events(items) -> list[dict]:
 
 
 def usage_rows(app) -> list[dict]:
-    app.extensions["gaia"].usage.flush()
+    gaia(app).usage.flush()
     columns = ("kind", "provider", "model", "stream", "status", "error_type", "prompt_tokens",
                "completion_tokens", "conversation_id")
     with app.app_context():
@@ -381,7 +382,7 @@ def test_anthropic_stream_translates_events_usage_and_max_tokens_stop(client, au
 
 
 def test_anthropic_merges_consecutive_turns_and_starts_with_a_user_turn(app, ant):
-    provider = app.extensions["gaia"].providers.get("anthropic")
+    provider = gaia(app).providers.get("anthropic")
     completion = provider.complete(ChatRequest(
         model="claude-haiku-4-5",
         messages=(
@@ -497,9 +498,9 @@ def test_models_endpoint_hanging_is_given_up_after_the_read_timeout(build, oai_a
     assert time.monotonic() - started < READ_TIMEOUT + 1.0
 
 
-def test_model_lists_are_refreshed_in_the_background_after_the_ttl(build, auth):
+def test_model_lists_are_refreshed_in_the_background_after_the_ttl(build, auth, clock):
     with FakeOpenAI() as fake:
-        client = build(OPENAI_API_KEY=KEY_A, OPENAI_BASE_URL=fake.url + "/v1",
+        client = build(clock, OPENAI_API_KEY=KEY_A, OPENAI_BASE_URL=fake.url + "/v1",
                        LLM_MODEL_LIST_TTL="1").test_client()
 
         def listed():
@@ -509,7 +510,9 @@ def test_model_lists_are_refreshed_in_the_background_after_the_ttl(build, auth):
         fake.models.append("gpt-new")
         # The refresh takes a while: the listing meanwhile must not wait for it.
         fake.behaviour = Behaviour(first_token_delay=0.5)
-        time.sleep(1.1)
+        clock.advance(0.9)
+        assert {m["id"] for m in listed()} == {"gpt-4o", "gpt-4o-mini"} and model_listings(fake) == 1
+        clock.advance(0.2)
         started = time.monotonic()
         assert {m["id"] for m in listed()} == {"gpt-4o", "gpt-4o-mini"}  # stale, served at once
         assert time.monotonic() - started < 0.5
@@ -517,9 +520,9 @@ def test_model_lists_are_refreshed_in_the_background_after_the_ttl(build, auth):
         assert model_listings(fake) == 2
 
 
-def test_polling_only_get_models_sees_new_models_after_the_ttl(build, auth):
+def test_polling_only_get_models_sees_new_models_after_the_ttl(build, auth, clock):
     with FakeOpenAI() as fake:
-        client = build(OPENAI_API_KEY=KEY_A, OPENAI_BASE_URL=fake.url + "/v1",
+        client = build(clock, OPENAI_API_KEY=KEY_A, OPENAI_BASE_URL=fake.url + "/v1",
                        LLM_MODEL_LIST_TTL="1").test_client()
 
         def listed():
@@ -528,7 +531,7 @@ def test_polling_only_get_models_sees_new_models_after_the_ttl(build, auth):
 
         assert listed() == listed() == {"gpt-4o", "gpt-4o-mini"}  # the second one from the cache
         fake.models.append("gpt-new")
-        time.sleep(1.1)
+        clock.advance(1.1)
         assert wait_for(lambda: "gpt-new" in listed(), timeout=1.5)
 
 
@@ -574,7 +577,7 @@ list_models = false
 "backup/gpt-4o-mini" = ["local/gaia-local"]
 """)
     app = build(GAIA_PROVIDERS_FILE=str(path), BACKUP_LLM_KEY=KEY_B)
-    assert app.extensions["gaia"].settings.llm.fallbacks == {"backup/gpt-4o-mini": ("local/gaia-local",)}
+    assert gaia(app).settings.llm.fallbacks == {"backup/gpt-4o-mini": ("local/gaia-local",)}
     client = app.test_client()
     detail = client.get("/api/v0.2/providers/backup", headers=auth).get_json()
     assert detail["name"] == "Backup (TOML)" and [m["id"] for m in detail["models"]] == ["gpt-4o-mini"]
@@ -881,7 +884,7 @@ def test_client_disconnect_stops_the_upstream_stream(app, key, oai_a):
 def test_client_disconnect_stops_an_upstream_call_still_waiting_for_headers(build, key):
     with FakeOpenAI(api_key=KEY_A) as fake:
         app = build(OPENAI_API_KEY=KEY_A, OPENAI_BASE_URL=fake.url + "/v1", LLM_READ_TIMEOUT="4")
-        app.extensions["gaia"].providers.models()
+        gaia(app).providers.models()
         fake.behaviour = Behaviour(hang=True)
         with serving(app) as base, requests.Session() as http:
             http.trust_env = False

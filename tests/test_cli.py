@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from gaia_app.extensions import db
 from gaia_app.models import ApiKey, User
+from gaia_app.state import gaia
 
 MODELS = "/api/v0.2/models"
 KEY_LINE_RE = re.compile(r"^API key: (gaia_local_[0-9A-Za-z]{49})$")
@@ -71,7 +72,7 @@ def status(app, key: str, *, header: str = "X-API-Key") -> int:
 
 def fresh_status(app, key: str) -> int:
     """The answer once the in-process credential cache no longer remembers the key."""
-    app.extensions["gaia"].authenticator.cache.clear()
+    gaia(app).authenticator.cache.clear()
     return status(app, key)
 
 

@@ -4,6 +4,7 @@ import pytest
 
 from gaia_app import create_app
 from gaia_app.config import ConfigError, load_settings, normalize_database_url, parse_services
+from gaia_app.state import gaia
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,6 +92,6 @@ def test_build_id_prefers_the_variable(tmp_path):
 def test_settings_are_read_when_the_factory_runs(monkeypatch, tmp_path):
     monkeypatch.setenv("GAIA_INSTANCE_PATH", str(tmp_path))
     monkeypatch.setenv("SERVICE_NAME", "chat")
-    assert create_app().extensions["gaia"].settings.services == ("chat",)
+    assert gaia(create_app()).settings.services == ("chat",)
     monkeypatch.setenv("SERVICE_NAME", "auth,gateway")
-    assert create_app().extensions["gaia"].settings.services == ("gateway", "auth")
+    assert gaia(create_app()).settings.services == ("gateway", "auth")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from gaia_app.errors import Conflict, InvalidField, NotFound, render
+from gaia_app.state import gaia
 from tests.conftest import make_app, problem_of
 
 AUTH = "/api/v0.2/auth"
@@ -116,7 +117,7 @@ def test_a_developers_exported_variables_do_not_reach_the_tests(monkeypatch, dat
     }.items():
         monkeypatch.setenv(name, value)
     app = make_app(database_url, tmp_path_factory)
-    state = app.extensions["gaia"]
+    state = gaia(app)
     assert state.providers.ids() == ["local"]
     assert state.settings.services == ("gateway", "auth", "chat", "asset")
     assert state.settings.database_url.endswith(database_url.rsplit("/", 1)[-1])

@@ -7,6 +7,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from gaia_app import create_app
+from gaia_app.state import gaia
 from tests.conftest import problem_of
 
 
@@ -34,7 +35,7 @@ def probe_client(tmp_path_factory):
     def crash():
         raise RuntimeError("secret internals: password=hunter2")
 
-    app.extensions["gaia"].api.register_blueprint(blp)
+    gaia(app).api.register_blueprint(blp)
     return app.test_client()
 
 

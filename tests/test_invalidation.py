@@ -3,6 +3,7 @@
 import time
 
 import pytest
+from gaia_app.state import gaia
 
 from tests.conftest import make_app
 
@@ -23,12 +24,12 @@ def two_processes(database_url, tmp_path_factory, _session_app, redis_url):
     """Two apps with their own caches and listeners, caching for 60 s, sharing Redis."""
     apps = [make_app(database_url, tmp_path_factory, REDIS_URL=redis_url) for _ in range(2)]
     for app in apps:
-        assert app.extensions["gaia"].settings.auth_cache_ttl == 60.0
+        assert gaia(app).settings.auth_cache_ttl == 60.0
     return apps
 
 
 def listening(app):
-    bus = app.extensions["gaia"].bus
+    bus = gaia(app).bus
     bus.ensure_listening()
     return wait_until(lambda: bus.connected) is not None
 
@@ -69,7 +70,7 @@ def test_deactivation_and_cli_revocation_propagate(two_processes, make):
 
 def test_without_the_channel_entries_live_one_second_at_most(database_url, tmp_path_factory, _session_app):
     app = make_app(database_url, tmp_path_factory, REDIS_URL="redis://127.0.0.1:1/0")
-    bus = app.extensions["gaia"].bus
+    bus = gaia(app).bus
     bus.ensure_listening()
     time.sleep(0.2)
     assert bus.connected is False
@@ -78,6 +79,6 @@ def test_without_the_channel_entries_live_one_second_at_most(database_url, tmp_p
 
 def test_without_redis_the_ttl_is_one_second(database_url, tmp_path_factory, _session_app):
     app = make_app(database_url, tmp_path_factory)
-    settings = app.extensions["gaia"].settings
+    settings = gaia(app).settings
     assert settings.auth_cache_ttl == 1.0
-    assert app.extensions["gaia"].bus.ttl(settings.auth_cache_ttl) == 1.0
+    assert gaia(app).bus.ttl(settings.auth_cache_ttl) == 1.0

@@ -26,6 +26,7 @@ from sqlalchemy import text
 from gaia_app import accounts
 from gaia_app.extensions import db
 from gaia_app.identity.tokens import issue_access_token
+from gaia_app.state import gaia
 from tests.conftest import make_app
 
 ME = "/api/v0.2/auth/me"
@@ -66,7 +67,7 @@ def now() -> int:
 
 
 def _leak_markers(app) -> list[str]:
-    settings = app.extensions["gaia"].settings
+    settings = gaia(app).settings
     markers = [settings.secret_key, SUPABASE_SECRET, OTHER_SECRET]
     return [m for m in markers if m]
 
@@ -124,7 +125,7 @@ def gaia_claims(user_id, **overrides) -> dict:
 
 
 def gaia_token(app, user_id, *, secret: str | None = None, **overrides) -> str:
-    key = secret or app.extensions["gaia"].settings.secret_key
+    key = secret or gaia(app).settings.secret_key
     return jwt.encode(gaia_claims(user_id, **overrides), key, algorithm="HS256")
 
 
@@ -142,7 +143,7 @@ def users_by_subject(app, subject: str) -> list:
 
 
 def clear_cache(app) -> None:
-    app.extensions["gaia"].authenticator.cache.clear()
+    gaia(app).authenticator.cache.clear()
 
 
 # -- 1. Gaia's own tokens -----------------------------------------------------------------
@@ -176,7 +177,7 @@ def test_registered_token_works_on_me_and_models(app, client):
 def test_issued_token_of_a_plain_user_works(app, client, make):
     user_id = make.user("plain@example.com")
     with app.app_context():
-        token, ttl = issue_access_token(app.extensions["gaia"].settings, user_id, ["chat", "assets"])
+        token, ttl = issue_access_token(gaia(app).settings, user_id, ["chat", "assets"])
     assert ttl > 0
     response = client.get(ME, headers=bearer(token))
     assert response.status_code == 200
@@ -234,7 +235,7 @@ def test_wrong_secret_is_401(app, client, make):
 
 def test_other_hmac_algorithms_are_401(app, client, make):
     user_id = make.user()
-    secret = app.extensions["gaia"].settings.secret_key
+    secret = gaia(app).settings.secret_key
     token = jwt.encode(gaia_claims(user_id), secret, algorithm="HS512")
     refused(client, app, token)
 
@@ -360,7 +361,7 @@ def _dispose(extra_app) -> None:
     with extra_app.app_context():
         db.session.remove()
         db.engine.dispose()
-    jwks = extra_app.extensions["gaia"].authenticator.tokens.jwks
+    jwks = gaia(extra_app).authenticator.tokens.jwks
     if jwks is not None:
         jwks._session.close()
 
@@ -459,7 +460,7 @@ def test_supabase_token_signed_with_another_secret_is_401(supa):
 
 
 def test_supabase_token_signed_with_gaia_secret_is_401(supa):
-    secret = supa.extensions["gaia"].settings.secret_key
+    secret = gaia(supa).settings.secret_key
     refused(supa.test_client(), supa, supabase_token(secret=secret))
 
 
@@ -578,7 +579,7 @@ def idp(app, database_url, tmp_path_factory, jwks_server):
 
 
 def jwks_of(app):
-    return app.extensions["gaia"].authenticator.tokens.jwks
+    return gaia(app).authenticator.tokens.jwks
 
 
 def idp_claims(sub: str | None = None, **overrides) -> dict:

@@ -19,6 +19,7 @@ from werkzeug.serving import make_server
 from gaia_app import accounts
 from gaia_app.extensions import db
 from gaia_app.models import DEFAULT_PERSONA_ID, Persona
+from gaia_app.state import gaia
 from tests.conftest import make_app, upgrade
 from tests.fakes.llm_servers import Behaviour, FakeOpenAI
 
@@ -58,9 +59,9 @@ def app(no_proxy, oai, tmp_path_factory):
         LLM_CONNECT_TIMEOUT="1", LLM_READ_TIMEOUT="1", CHAT_STREAM_KEEPALIVE="0.2",
         CHAT_MAX_MESSAGES=str(MAX_MESSAGES), CHAT_MAX_MESSAGE_CHARS=str(MAX_CHARS),
     )
-    app.extensions["gaia"].usage.background = False
+    gaia(app).usage.background = False
     upgrade(app)
-    app.extensions["gaia"].providers.models()  # the fake's model list, fetched once now
+    gaia(app).providers.models()  # the fake's model list, fetched once now
     return app
 
 

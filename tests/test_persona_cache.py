@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gaia_app.providers.common import count_tokens
+from gaia_app.state import gaia
 from tests.conftest import make_app, upgrade
 from tests.test_invalidation import listening, wait_until
 
@@ -22,7 +23,7 @@ def _persona(client, headers, name, prompt):
 def test_a_fresh_cache_saves_the_persona_query(app, client, make, count_queries):
     headers = {"X-API-Key": make.key()}
     assert client.get("/api/v0.2/models", headers=headers).status_code == 200  # the key, cached
-    app.extensions["gaia"].services["chat.personas"].clear()
+    gaia(app).services["chat.personas"].clear()
     with count_queries() as cold:
         assert client.post(CHAT, json={"message": "hello"}, headers=headers).status_code == 200
     with count_queries() as warm:

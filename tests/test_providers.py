@@ -1,6 +1,7 @@
 """Providers and models: the registry through the API, credentials required."""
 
 import pytest
+from gaia_app.state import gaia
 
 from tests.conftest import make_app
 
@@ -106,7 +107,7 @@ def test_model_listing_is_served_from_cache_until_the_registry_changes(app, clie
     from blueprints.chat.schemas import ModelListSchema
     from gaia_app.providers.base import ModelInfo
 
-    registry = app.extensions["gaia"].providers
+    registry = gaia(app).providers
     first = client.get("/api/v0.2/models", headers=auth).get_json()
     with app.app_context():
         fresh = ModelListSchema().dump({"models": [m.to_dict() for m in registry.models()], "total": 2})

@@ -9,6 +9,7 @@ from sqlalchemy import select, text
 from gaia_app.runtime import usage as usage_module
 from gaia_app.extensions import db
 from gaia_app.models import UsageEvent
+from gaia_app.state import gaia
 
 
 def _event(user_id=None, api_key_id=None, **extra):
@@ -28,7 +29,7 @@ def _rows(app):
 
 def test_events_are_written_in_one_batch_in_order(app, make):
     user_id = make.user()
-    recorder = app.extensions["gaia"].usage
+    recorder = gaia(app).usage
     for tokens in range(5):
         recorder.record(**_event(user_id, prompt_tokens=tokens))
     assert _rows(app) == []  # nothing written until a flush
@@ -42,7 +43,7 @@ def test_events_are_written_in_one_batch_in_order(app, make):
 def test_an_event_of_a_deleted_user_or_key_is_kept_without_the_link(app, make):
     kept_user = make.user("kept@example.com")
     gone_user = make.user("gone@example.com")
-    recorder = app.extensions["gaia"].usage
+    recorder = gaia(app).usage
     recorder.record(**_event(kept_user))
     recorder.record(**_event(gone_user, api_key_id=uuid.uuid4()))
     with app.app_context(), db.engine.begin() as connection:
@@ -55,7 +56,7 @@ def test_an_event_of_a_deleted_user_or_key_is_kept_without_the_link(app, make):
 
 def test_a_failed_write_keeps_the_events_for_the_next_flush(app, make, monkeypatch):
     user_id = make.user()
-    recorder = app.extensions["gaia"].usage
+    recorder = gaia(app).usage
     recorder.record(**_event(user_id, prompt_tokens=1))
     recorder.record(**_event(user_id, prompt_tokens=2))
 
@@ -76,7 +77,7 @@ def test_a_failed_write_keeps_the_events_for_the_next_flush(app, make, monkeypat
 
 def test_the_queue_is_bounded(app, monkeypatch):
     monkeypatch.setattr(usage_module, "MAX_PENDING", 3)
-    recorder = app.extensions["gaia"].usage
+    recorder = gaia(app).usage
     dropped_before = recorder.dropped
     for tokens in range(5):
         recorder.record(**_event(prompt_tokens=tokens))

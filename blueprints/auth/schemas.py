@@ -1,3 +1,6 @@
+"""Request and response schemas of the auth service: they validate what comes in and shape
+what goes out, and the OpenAPI document is generated from them."""
+
 from datetime import timezone
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema

@@ -173,42 +173,21 @@ def complete(targets: list[Target], make_request: Callable[[Target], ChatRequest
     return attempt(targets, lambda target: target.provider.complete(make_request(target)))
 
 
-# What the client sees for each kind of provider failure.
+def _problem_kind(name: str, base: type[APIError], problem_type: str) -> type[APIError]:
+    return type(name, (base,), {"type": problem_type, "__module__": __name__})
 
 
-class ProviderRateLimited(RateLimited):
-    type = "/problems/provider-rate-limited"
-
-
-class ProviderTimeout(UpstreamTimeout):
-    type = "/problems/provider-timeout"
-
-
-class ProviderUnavailable(UpstreamFailure):
-    type = "/problems/provider-unavailable"
-
-
-class ProviderBadResponse(UpstreamFailure):
-    type = "/problems/provider-bad-response"
-
-
-class ProviderMisconfigured(UpstreamFailure):
-    type = "/problems/provider-misconfigured"
-
-
-class ProviderRejected(InvalidRequest):
-    type = "/problems/provider-rejected-request"
-
-
+# What the client sees for each kind of provider failure: the status comes with the base.
+ProviderUnavailable = _problem_kind("ProviderUnavailable", UpstreamFailure, "/problems/provider-unavailable")
 _PROBLEMS: dict[str, type[APIError]] = {
-    "rate_limited": ProviderRateLimited,
-    "timeout": ProviderTimeout,
+    "rate_limited": _problem_kind("ProviderRateLimited", RateLimited, "/problems/provider-rate-limited"),
+    "timeout": _problem_kind("ProviderTimeout", UpstreamTimeout, "/problems/provider-timeout"),
     "unavailable": ProviderUnavailable,
     "interrupted": ProviderUnavailable,
-    "bad_response": ProviderBadResponse,
-    "unauthorized": ProviderMisconfigured,
+    "bad_response": _problem_kind("ProviderBadResponse", UpstreamFailure, "/problems/provider-bad-response"),
+    "unauthorized": _problem_kind("ProviderMisconfigured", UpstreamFailure, "/problems/provider-misconfigured"),
     "not_found": UnknownModel,
-    "rejected": ProviderRejected,
+    "rejected": _problem_kind("ProviderRejected", InvalidRequest, "/problems/provider-rejected-request"),
 }
 
 

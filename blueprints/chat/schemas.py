@@ -1,3 +1,6 @@
+"""Request and response schemas of the chat service (providers, models, chat); personas and
+conversations have theirs in `library_schemas`."""
+
 from marshmallow import RAISE, Schema, fields, validate
 
 from gaia_app.schemas import SafeString

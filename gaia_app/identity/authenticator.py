@@ -50,7 +50,7 @@ class Authenticator:
         self.last_used = last_used
         self.cache = CredentialCache(clock)
         self.cache.listen_to(bus)
-        self.tokens = TokenVerifier(settings)
+        self.tokens = TokenVerifier(settings, clock)
 
     def authenticate(self, headers) -> Principal:
         credential = read_credential(headers)

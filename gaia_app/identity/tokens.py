@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING
 import requests
 
 from gaia_app.errors import Unauthenticated
+from gaia_app.runtime.clock import Clock
 
 if TYPE_CHECKING:
     import jwt
@@ -91,7 +91,8 @@ def issue_access_token(
 class JWKSCache:
     """Signing keys of one JWKS URL, by `kid`."""
 
-    def __init__(self, url: str, *, max_age: float = 600.0, min_refresh_interval: float = 5.0):
+    def __init__(self, url: str, *, clock: Clock, max_age: float = 600.0, min_refresh_interval: float = 5.0):
+        self._clock = clock
         self.url = url
         self.max_age = max_age
         self.min_refresh_interval = min_refresh_interval
@@ -102,7 +103,7 @@ class JWKSCache:
         self._session = requests.Session()
 
     def key(self, kid: str | None) -> jwt.PyJWK:
-        stale = time.monotonic() - self._fetched_at > self.max_age
+        stale = self._clock.monotonic() - self._fetched_at > self.max_age
         if kid not in self._keys or stale:
             self._refresh()
         if kid is None and len(self._keys) == 1:
@@ -115,7 +116,7 @@ class JWKSCache:
     def _refresh(self) -> None:
         jwt = _pyjwt()
         with self._lock:
-            now = time.monotonic()
+            now = self._clock.monotonic()
             if now - self._attempted_at < self.min_refresh_interval:
                 return
             self._attempted_at = now
@@ -137,9 +138,9 @@ class JWKSCache:
 
 
 class TokenVerifier:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock) -> None:
         self.settings = settings
-        self.jwks = JWKSCache(settings.jwks_url) if settings.jwks_url else None
+        self.jwks = JWKSCache(settings.jwks_url, clock=clock) if settings.jwks_url else None
 
     def verify(self, token: str) -> VerifiedToken:
         jwt = _pyjwt()

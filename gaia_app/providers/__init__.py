@@ -81,5 +81,5 @@ class ProviderRegistry:
 def build_registry(llm: LLMSettings, clock: Clock | None = None) -> ProviderRegistry:
     registry = ProviderRegistry([], llm.fallbacks, clock)
     for declaration in llm.providers:
-        registry.add(KINDS[declaration.kind].adapter(declaration, on_change=registry.changed))
+        registry.add(KINDS[declaration.kind].adapter(declaration, on_change=registry.changed, clock=clock))
     return registry

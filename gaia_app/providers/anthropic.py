@@ -63,11 +63,11 @@ def to_messages_request(request: ChatRequest, max_tokens: int) -> dict:
 
 
 class AnthropicProvider(RemoteProvider):
-    def __init__(self, declaration: ProviderDeclaration, on_change=lambda: None) -> None:
+    def __init__(self, declaration: ProviderDeclaration, on_change=lambda: None, clock=None) -> None:
         headers = {"anthropic-version": API_VERSION}
         if declaration.api_key:
             headers["x-api-key"] = declaration.api_key
-        super().__init__(declaration, headers, ANTHROPIC_MODELS, on_change)
+        super().__init__(declaration, headers, ANTHROPIC_MODELS, on_change, clock)
 
     def _fetch_models(self) -> list[ModelInfo]:
         models: list[ModelInfo] = []

@@ -205,7 +205,7 @@ class ProviderKind:
     """What one adapter module registers in `providers.kinds`."""
 
     kind: str
-    adapter: Callable[..., LLMProvider]  # (declaration, on_change=...) -> provider
+    adapter: Callable[..., LLMProvider]  # (declaration, on_change=..., clock=...) -> provider
     environment: tuple[EnvProvider, ...] = ()
     # Whether GAIA_PROVIDERS_FILE may declare providers of this kind.
     declarable: bool = True

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from gaia_app.providers.base import ChatMessage, ModelInfo, ProviderDeclaration, Usage
 from gaia_app.providers.http import ProviderHTTP
 from gaia_app.providers.live import LiveCatalogue, LiveModels
+from gaia_app.runtime.clock import Clock
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 # Per message, for the role and separators a chat template adds.
@@ -80,6 +81,7 @@ class RemoteProvider(LiveCatalogue):
         headers: dict[str, str],
         known: KnownModels,
         on_change: Callable[[], None] = lambda: None,
+        clock: Clock | None = None,
     ) -> None:
         self.id = declaration.id
         self.name = declaration.name
@@ -96,6 +98,7 @@ class RemoteProvider(LiveCatalogue):
             declaration.model_list_ttl,
             on_change,
             fallback=[self.model(model_id) for model_id in known],
+            clock=clock,
         )
 
     def model(self, model_id: str, declared: Mapping | None = None) -> ModelInfo:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from gaia_app.providers.base import ModelInfo, ProviderError, ProviderHealth
+from gaia_app.runtime.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,9 @@ class LiveModels:
         ttl: float,
         on_change: Callable[[], None] = lambda: None,
         fallback: list[ModelInfo] = (),
+        clock: Clock | None = None,
     ) -> None:
+        self._clock = clock or Clock()
         self.provider_id = provider_id
         self._fetch = fetch
         self._declared = declared
@@ -63,14 +66,14 @@ class LiveModels:
     def health(self) -> ProviderHealth:
         self._maybe_refresh()
         health = self._health
-        if time.monotonic() - self._last_failure_at < DEGRADED_FOR and health.status == "available":
+        if self._clock.monotonic() - self._last_failure_at < DEGRADED_FOR and health.status == "available":
             return ProviderHealth(status="degraded", latency_ms=health.latency_ms, detail=self._last_failure)
         return health
 
     # -- chat outcomes -------------------------------------------------------------------
 
     def record_failure(self, error: ProviderError) -> None:
-        self._last_failure_at = time.monotonic()
+        self._last_failure_at = self._clock.monotonic()
         self._last_failure = error.message
 
     # -- refreshing ----------------------------------------------------------------------
@@ -78,7 +81,7 @@ class LiveModels:
     def _maybe_refresh(self) -> None:
         if self._fetch is None:
             return
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if self._fetched_at is None:
             with self._lock:
                 if self._fetched_at is None:
@@ -103,13 +106,13 @@ class LiveModels:
         try:
             fetched = self._fetch()
         except ProviderError as error:
-            self._fetched_at = time.monotonic()
+            self._fetched_at = self._clock.monotonic()
             self._expires_at = self._fetched_at + FAILURE_TTL
             self._health = ProviderHealth(status="unavailable", detail=error.message)
             log.warning("could not list the models of %s: %s", self.provider_id, error.message)
             return
         except Exception as error:  # a provider bug must not break listings
-            self._fetched_at = time.monotonic()
+            self._fetched_at = self._clock.monotonic()
             self._expires_at = self._fetched_at + FAILURE_TTL
             self._health = ProviderHealth(status="unavailable", detail=f"model list failed: {error}")
             log.exception("listing the models of %s failed", self.provider_id)
@@ -122,7 +125,7 @@ class LiveModels:
         changed = [m.id for m in models] != [m.id for m in self._models] or models != self._models
         self._models = models
         self._by_id = merged
-        self._fetched_at = time.monotonic()
+        self._fetched_at = self._clock.monotonic()
         self._expires_at = self._fetched_at + self._ttl
         self._health = ProviderHealth(status="available", latency_ms=round(latency, 1))
         if changed:

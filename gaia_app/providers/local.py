@@ -65,7 +65,7 @@ MODELS = (
 class LocalProvider:
     capabilities = ("chat", "streaming")
 
-    def __init__(self, declaration: ProviderDeclaration, on_change=lambda: None) -> None:
+    def __init__(self, declaration: ProviderDeclaration, on_change=lambda: None, clock=None) -> None:
         self.id = declaration.id
         self.name = declaration.name
         self.preferred_model = declaration.preferred_model

@@ -53,10 +53,10 @@ def _text_of(content) -> str | None:
 
 
 class OpenAICompatibleProvider(RemoteProvider):
-    def __init__(self, declaration: ProviderDeclaration, on_change=lambda: None) -> None:
+    def __init__(self, declaration: ProviderDeclaration, on_change=lambda: None, clock=None) -> None:
         headers = {"Authorization": f"Bearer {declaration.api_key}"} if declaration.api_key else {}
         self.is_openai = (declaration.base_url or "").rstrip("/") == OPENAI_DEFAULT_BASE_URL
-        super().__init__(declaration, headers, OPENAI_MODELS if self.is_openai else {}, on_change)
+        super().__init__(declaration, headers, OPENAI_MODELS if self.is_openai else {}, on_change, clock)
 
     def _fetch_models(self) -> list[ModelInfo]:
         data = self.http.get_json("/models")
