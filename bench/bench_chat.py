@@ -6,6 +6,7 @@ Run from the repository root with the project's virtualenv (see bench/README.md,
     .venv/bin/python bench/bench_chat.py --no-redis            # Gaia without REDIS_URL
     .venv/bin/python bench/bench_chat.py --worker-class sync   # both servers on sync workers
     .venv/bin/python bench/bench_chat.py --profile 2000 --skip rounds,streams,hold,db
+    .venv/bin/python bench/bench_chat.py --also-root old=/tmp/gaia-old   # two checkouts side by side
 
 What it starts, each as its own process (so that each one's CPU can be read from /proc):
   - bench/mock_llm.py: a zero-delay OpenAI-compatible server on 127.0.0.1 (the "provider");
@@ -39,6 +40,16 @@ What it measures (load from bench/loadgen.py in this process, keep-alive connect
      and the RSS of the workers.
   5. --profile N (off by default): N calls of each kind in one child process (the app as a
      WSGI callable, no gunicorn), CPU per call, and cProfile of Gaia's two chat routes.
+
+--also-root NAME=PATH (repeatable) puts one more Gaia, `wsgi:app` of the checkout at PATH
+(gunicorn, `flask db upgrade` and `flask create-admin` run with cwd=PATH), into the same rounds:
+the same environment, Redis and gunicorn settings as `gaia`, its own fresh database (so its
+PostgreSQL CPU and counters are its own), its own key and conversations. Its targets are
+NAME_v1, NAME_chat_new, NAME_chat_cont, NAME_v1_stream, NAME_chat_stream, each measured next to
+gaia's counterpart; the order rotates each round and is reversed every other round. The tables
+gain gaia/NAME ratios (added latency, CPU per request, req/s; first content for streams), with
+the min–max of the same ratio paired round by round. The db phase covers it too, and the hold
+when --hold-targets names it.
 
 It prints tables and verdicts against the targets, and writes JSON to bench/results/.
 Everything it starts is stopped, and the database dropped, on exit, on failure and on
@@ -284,6 +295,7 @@ class Target:
     bodies: list[bytes]
     stream: bool = False
     kind: str = ""  # "mock", "floor" or "gaia"
+    database: BenchDatabase | None = None  # the Gaia's own database (None: the first Gaia's)
 
     @property
     def url(self) -> str:
@@ -390,21 +402,29 @@ def added(this: Summary, base: Summary, attribute: str) -> float:
 class Meter:
     """Reads every CPU counter a round is charged with."""
 
-    def __init__(self, mock: MockServer, pg: PgBackends, redis: list[int]) -> None:
+    def __init__(self, mock: MockServer, pg: PgBackends, redis: list[int],
+                 others: dict[str, PgBackends] | None = None) -> None:
         self.mock, self.pg, self.redis = mock, pg, redis
+        self.others = others or {}  # database name -> its PgBackends (--also-root)
 
-    def read(self, server: Server) -> tuple:
+    def pg_for(self, target: Target) -> PgBackends:
+        if target.database is not None and target.database.name in self.others:
+            return self.others[target.database.name]
+        return self.pg
+
+    def read(self, server: Server, pg: PgBackends | None = None) -> tuple:
         workers = {p: _cpu_seconds(p) for p in server.workers()}
         return (_machine_jiffies(), server.cpu_seconds(), self.mock.cpu_seconds(),
-                self.pg.snapshot(), sum(_cpu_seconds(p) for p in self.redis), workers,
+                (pg or self.pg).snapshot(), sum(_cpu_seconds(p) for p in self.redis), workers,
                 self.mock.stats()["connections"])
 
     def measure(self, target: Target, concurrency: int, duration: float, index: int) -> Round:
-        before = self.read(target.server)
+        pg = self.pg_for(target)
+        before = self.read(target.server, pg)
         result = run_load(target.url, concurrency=concurrency, duration=duration, method="POST",
                           headers=target.headers, bodies=target.bodies, timeout=15.0,
                           first_marker=CONTENT_MARKER if target.stream else None)
-        after = self.read(target.server)
+        after = self.read(target.server, pg)
         (busy0, total0), (busy1, total1) = before[0], after[0]
         busy = (busy1 - busy0) / (total1 - total0) if total1 > total0 else float("nan")
         server_cpu = after[1] - before[1]
@@ -420,13 +440,19 @@ class Meter:
 
 
 def run_rounds(meter: Meter, targets: list[Target], concurrencies: list[int], rounds: int,
-               duration: float, results: dict, all_rounds: list[Round]) -> None:
+               duration: float, results: dict, all_rounds: list[Round],
+               reverse_even: bool = False) -> None:
+    """Every target in each round, the order rotated by one each round (and, with
+    `reverse_even`, reversed in even rounds, so that no target always follows the same one)."""
     for c in concurrencies:
         for target in targets:
             results[(target.name, c)] = Summary(target, c)
         for index in range(1, rounds + 1):
             shift = (index - 1) % len(targets)
-            for target in targets[shift:] + targets[:shift]:
+            order = targets[shift:] + targets[:shift]
+            if reverse_even and index % 2 == 0:
+                order = order[::-1]
+            for target in order:
                 r = meter.measure(target, c, duration, index)
                 results[(target.name, c)].rounds.append(r)
                 all_rounds.append(r)
@@ -449,14 +475,137 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b and b == b and a == a and b > 0 else float("nan")
 
 
+def counterpart(name: str, other: str) -> str:
+    """gaia_v1 -> old_v1: the same target on the Gaia named `other` (--also-root)."""
+    return other + name[len("gaia"):]
+
+
+def _paired(this: Summary, other: Summary, per_round, whole) -> tuple[float, float, float]:
+    """(this/other of the whole figures, min and max of the same ratio round by round)."""
+    pairs = {r.index: r for r in other.rounds}
+    values = [_ratio(per_round(r), per_round(pairs[r.index])) for r in this.rounds if r.index in pairs]
+    values = [v for v in values if v == v]
+    return (_ratio(whole(this), whole(other)), min(values) if values else float("nan"),
+            max(values) if values else float("nan"))
+
+
+BALANCED_SHARE = 0.75  # a round whose busiest worker took less than this share of the CPU
+
+COMPARED = ("added_p50", "added_p99", "server_cpu", "cpu_with_db", "rps", "ttfb_p50", "added_ttfb_p50")
+
+
+def compare_rows(results: dict, targets: list[Target], others: list[str], concurrencies: list[int],
+                 base: str) -> list[dict]:
+    """gaia's targets against their counterparts on each other Gaia: this/other ratios."""
+    rows = []
+    for c in concurrencies:
+        b = results[(base, c)]
+        base_by = {r.index: r.result for r in b.rounds}
+
+        def diff(attribute):
+            return lambda r: getattr(r.result, attribute) - getattr(base_by[r.index], attribute) \
+                if r.index in base_by else float("nan")
+
+        def with_db(r: Round) -> float:
+            return r.per_request_us(r.server_cpu_s + r.pg_cpu_s + r.pg_exited_cpu_s + r.redis_cpu_s)
+
+        measures = {
+            "added_p50": (diff("p50_ms"), lambda x: added(x, b, "p50_ms")),
+            "added_p99": (diff("p99_ms"), lambda x: added(x, b, "p99_ms")),
+            "server_cpu": (lambda r: r.per_request_us(r.server_cpu_s), lambda x: x.cpu_us("server_cpu_s")),
+            "cpu_with_db": (with_db, lambda x: x.cpu_us("server_cpu_s") + x.pg_us() + x.cpu_us("redis_cpu_s")),
+            "rps": (lambda r: r.result.rps, lambda x: x.median("rps")),
+            "ttfb_p50": (lambda r: r.result.ttfb_p50_ms, lambda x: x.median("ttfb_p50_ms")),
+            "added_ttfb_p50": (diff("ttfb_p50_ms"), lambda x: added(x, b, "ttfb_p50_ms")),
+        }
+        for t in targets:
+            if t.kind != "gaia" or not t.name.startswith("gaia"):
+                continue
+            for other in others:
+                key = (counterpart(t.name, other), c)
+                if key not in results:
+                    continue
+                this, that = results[(t.name, c)], results[key]
+                row = {"concurrency": c, "target": t.name, "other": key[0], "other_gaia": other,
+                       "stream": t.stream}
+                for name, (per_round, whole) in measures.items():
+                    ratio, low, high = _paired(this, that, per_round, whole)
+                    row[name] = ratio
+                    row[name + "_min"], row[name + "_max"] = low, high
+                    row[name + "_this"], row[name + "_other"] = whole(this), whole(that)
+                # gevent workers: sometimes one worker accepts every connection of a round (its
+                # share of the CPU is then ~100%) and that round runs on one core. The same
+                # comparison over the rounds where both sides spread over their workers:
+                if c > 1:
+                    other_by = {r.index: r for r in that.rounds}
+                    keep = [r.index for r in this.rounds if r.index in other_by
+                            and r.busiest_worker_share < BALANCED_SHARE
+                            and other_by[r.index].busiest_worker_share < BALANCED_SHARE]
+                    row["balanced_rounds"] = keep
+                    for name in ("added_p50", "server_cpu", "rps", "ttfb_p50"):
+                        per_round = measures[name][0]
+                        values = [_ratio(per_round(r), per_round(other_by[r.index]))
+                                  for r in this.rounds if r.index in keep]
+                        values = [v for v in values if v == v]
+                        row[name + "_balanced"] = statistics.median(values) if values else float("nan")
+                rows.append(row)
+    return rows
+
+
+def _cmp_cell(row: dict | None, key: str) -> str:
+    if row is None:
+        return "—"
+    return f"{_f(row[key])}× ({_f(row[key + '_min'])}–{_f(row[key + '_max'])})"
+
+
+def _cmp_lookup(comparisons: list[dict], target: str, other: str, c: int) -> dict | None:
+    return next((r for r in comparisons if r["target"] == target and r["other_gaia"] == other
+                 and r["concurrency"] == c), None)
+
+
+def render_compare(rows: list[dict], stream: bool) -> str:
+    """One line per gaia target and other Gaia: the ratios with their per-round min–max."""
+    if stream:
+        keys = [("ttfb_p50", "first content p50"), ("added_ttfb_p50", "added first content p50"),
+                ("added_p50", "added whole answer p50"), ("server_cpu", "server CPU µs/req"),
+                ("rps", "req/s")]
+    else:
+        keys = [("added_p50", "added p50"), ("added_p99", "added p99"),
+                ("server_cpu", "server CPU µs/req"), ("cpu_with_db", "CPU incl. PostgreSQL+Redis"),
+                ("rps", "req/s")]
+    balanced_keys = ["ttfb_p50", "server_cpu", "rps"] if stream else ["added_p50", "server_cpu", "rps"]
+    lines = ["| conc. | this → other | " + " | ".join(f"{label}: this, other, this/other (per round)"
+                                                      for _, label in keys)
+             + " | rounds with both on all workers: n, median this/other of "
+             + ", ".join(balanced_keys) + " |",
+             "|---:|---|" + "---:|" * (len(keys) + 1)]
+    for r in rows:
+        if r["stream"] != stream:
+            continue
+        digits = lambda k: 0 if k in ("server_cpu", "cpu_with_db", "rps") else 2  # noqa: E731
+        cells = [f"{_f(r[k + '_this'], digits(k))}, {_f(r[k + '_other'], digits(k))}, **{_f(r[k])}×** "
+                 f"({_f(r[k + '_min'])}–{_f(r[k + '_max'])})" for k, _ in keys]
+        if "balanced_rounds" in r:
+            cells.append(f"{len(r['balanced_rounds'])}: " + ", ".join(f"{_f(r[k + '_balanced'])}×"
+                                                                    for k in balanced_keys))
+        else:
+            cells.append("— (c=1: one worker)")
+        lines.append(f"| {r['concurrency']} | {r['target']} → {r['other']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def render_rounds_table(results: dict, targets: list[Target], concurrencies: list[int],
-                        base: str, with_redis: bool) -> str:
+                        base: str, with_redis: bool, comparisons: list[dict] | None = None,
+                        others: list[str] = ()) -> str:
+    """`comparisons`/`others` (--also-root): gaia's rows gain gaia/NAME ratios of the added p50,
+    the server CPU per request and req/s (per-round min–max in brackets)."""
+    extra = "".join(f"| added p50 gaia/{n} | server CPU gaia/{n} | req/s gaia/{n} " for n in others)
     head = ("| conc. | target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms "
             "| server CPU µs/req | mock CPU µs/req | PostgreSQL CPU µs/req | PG sessions /1000 req "
             + ("| Redis CPU µs/req " if with_redis else "")
             + "| loadgen CPU µs/req | upstream connections /1000 req | busiest worker's CPU share "
-            "| other cores | errors |")
-    lines = [head, "|---:|---|" + "|".join(["---:"] * (15 + with_redis)) + "|"]
+            "| other cores | errors " + extra + "|")
+    lines = [head, "|---:|---|" + "|".join(["---:"] * (15 + with_redis + 3 * len(others))) + "|"]
     for c in concurrencies:
         b = results[(base, c)]
         for t in targets:
@@ -475,6 +624,9 @@ def render_rounds_table(results: dict, targets: list[Target], concurrencies: lis
             cells += [_f(s.client_cpu_us(), 0), "—" if t.kind == "mock" else _f(s.upstream_per_1000(), 1),
                       "—" if t.kind == "mock" else f"{share * 100:.0f}%",
                       _f(s.round_median("other_cores")), str(s.errors)]
+            for other in others:
+                row = _cmp_lookup(comparisons or [], t.name, other, c)
+                cells += [_cmp_cell(row, "added_p50"), _cmp_cell(row, "server_cpu"), _cmp_cell(row, "rps")]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -544,20 +696,28 @@ def stream_rows(results: dict, targets: list[Target], concurrencies: list[int], 
     return rows
 
 
-def render_streams(rows: list[dict], base: str) -> str:
+def render_streams(rows: list[dict], base: str, comparisons: list[dict] | None = None,
+                   others: list[str] = ()) -> str:
+    extra = "".join(f"| first content p50 gaia/{n} | added first content gaia/{n} "
+                    f"| server CPU gaia/{n} " for n in others)
     lines = ["| conc. | target | first content p50 / p99 ms | whole answer p50 / p99 ms "
              "| added first content p50 ms | first content vs floor (p50) | added vs floor's added "
-             "| req/s | server CPU µs/req | PostgreSQL CPU µs/req | upstream connections /1000 req | errors |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| req/s | server CPU µs/req | PostgreSQL CPU µs/req | upstream connections /1000 req | errors "
+             + extra + "|",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (3 * len(others))]
     for r in rows:
         is_base = r["target"] == base
+        cells = ""
+        for other in others:
+            row = _cmp_lookup(comparisons or [], r["target"], other, r["concurrency"])
+            cells += "".join(f"| {_cmp_cell(row, k)} " for k in ("ttfb_p50", "added_ttfb_p50", "server_cpu"))
         lines.append(
             f"| {r['concurrency']} | {r['target']} | {_f(r['ttfb_p50_ms'])} / {_f(r['ttfb_p99_ms'])} "
             f"| {_f(r['total_p50_ms'])} / {_f(r['total_p99_ms'])} "
             f"| {'—' if is_base else _f(r['added_ttfb_p50_ms'])} | {_f(r['ttfb_vs_floor'])}× "
             f"| {'—' if is_base else _f(r['added_ttfb_vs_floor']) + '×'} | {r['rps']:.0f} "
             f"| {_f(r['server_cpu_us'], 0)} | {_f(r['pg_cpu_us'], 0)} "
-            f"| {'—' if is_base else _f(r['upstream_connections_per_1000'], 1)} | {r['errors']} |")
+            f"| {'—' if is_base else _f(r['upstream_connections_per_1000'], 1)} | {r['errors']} {cells}|")
     return "\n".join(lines)
 
 
@@ -624,10 +784,13 @@ async def _hold(server: Server, mock: MockServer, stream_target: Target, normal:
         f"after {time.perf_counter() - started:.1f} s")
     window = delay - (time.perf_counter() - started) - 0.3
     during = None
+    during_workers: list[float] = []
     if window > 1.0:
+        cpu_before = {p: _cpu_seconds(p) for p in workers}
         during = await run_load_async(normal.url, concurrency=normal_c, duration=window,
                                       method="POST", headers=normal.headers, bodies=normal.bodies,
                                       timeout=15.0)
+        during_workers = sorted((_cpu_seconds(p) - c for p, c in cpu_before.items()), reverse=True)
     waiting_at_end = (await asyncio.get_running_loop().run_in_executor(None, mock.stats)).get("slow_waiting", 0)
     result = await streams
     stop_sampling.set()
@@ -644,6 +807,7 @@ async def _hold(server: Server, mock: MockServer, stream_target: Target, normal:
         "rss_kib_peak": peak_rss, "rss_kib_peak_per_worker": per_worker_peak,
         "fds_peak": peak_fds, "fds_peak_per_worker": per_worker_fds,
         "normal_window_s": window,
+        "during_worker_cpu_s": during_workers,
     }
 
 
@@ -686,7 +850,10 @@ def render_hold(name: str, h: dict, n: int, delay: float) -> list[str]:
         lines.append(
             f"  normal requests during the hold ({h['normal_window_s']:.1f} s): {during.ok} ok, p50 "
             f"{_f(during.p50_ms)} ms, p99 {_f(during.p99_ms)} ms, max {_f(during.max_ms)} ms, "
-            f"{during.rps:.0f} req/s, errors {during.errors} {during.error_kinds or ''}")
+            f"{during.rps:.0f} req/s, errors {during.errors} {during.error_kinds or ''}"
+            + (f"; busiest worker's share of the CPU meanwhile "
+               f"{h['during_worker_cpu_s'][0] / sum(h['during_worker_cpu_s']) * 100:.0f}%"
+               if sum(h.get("during_worker_cpu_s") or [0]) > 0 else ""))
     lines.append(
         f"  workers' RSS: {h['rss_kib_idle'] / 1024:.0f} MiB idle → peak {h['rss_kib_peak'] / 1024:.0f} MiB "
         f"during the hold (per worker {', '.join(f'{v / 1024:.0f}' for v in h['rss_kib_peak_per_worker'].values())} MiB); "
@@ -700,16 +867,23 @@ def render_hold(name: str, h: dict, n: int, delay: float) -> list[str]:
 
 
 def db_phase(database: BenchDatabase, targets: list[Target], requests: int, settle: float) -> list[dict]:
+    """Targets with a `database` of their own (--also-root) are counted in that one."""
     out = []
+    current = database
     stats = database.stats(flush_wait=settle)
     for t in targets:
+        db = t.database or database
+        if db is not current:
+            current = db
+            stats = db.stats(flush_wait=settle)
         result = run_load(t.url, concurrency=4, requests=requests, duration=None, method="POST",
                           headers=t.headers, bodies=t.bodies, timeout=15.0)
-        after = database.stats(flush_wait=settle)
+        after = current.stats(flush_wait=settle)
         delta = {k: after[k] - stats[k] for k in stats if k != "numbackends"}
         n = result.ok + result.errors
         xacts = delta["xact_commit"] + delta["xact_rollback"]
-        out.append({"target": t.name, "requests": n, "errors": result.errors, "delta": delta,
+        out.append({"target": t.name, "database": current.name, "requests": n, "errors": result.errors,
+                    "delta": delta,
                     "transactions_per_request": xacts / n if n else float("nan"),
                     **{f"{k}_per_request": v / n if n else float("nan") for k, v in delta.items()}})
         log(f"db {t.name}: {n} requests, {xacts} transactions ({xacts / max(n, 1):.2f}/request), {delta}")
@@ -885,7 +1059,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the slow model's first-token delay, s (12: Gaia's keep-alive "
                         "comment comes at 10 s)")
     parser.add_argument("--hold-targets", default="gaia,floor",
-                        help="servers the hold runs against (gaia,floor)")
+                        help="servers the hold runs against (gaia,floor; also a NAME of --also-root)")
     parser.add_argument("--hold-endpoint", choices=("chat", "v1"), default="chat",
                         help="Gaia endpoint of the slow streams: chat (/api/v0.2/chat) or v1")
     parser.add_argument("--hold-normal-concurrency", type=int, default=4,
@@ -901,6 +1075,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gaia-label", default=None,
                         help="what to call the Gaia being measured in the report (default: this "
                         "repository's commit, or the --gaia-root path)")
+    parser.add_argument("--also-root", action="append", default=[], metavar="NAME=PATH",
+                        help="one more Gaia in the same rounds: `wsgi:app` of the checkout at PATH "
+                        "(gunicorn and its CLI run with cwd=PATH), e.g. old=/tmp/gaia-old; the same "
+                        "environment and settings as gaia, its own database; its targets are "
+                        "NAME_v1, NAME_chat_new, ...; NAME may be given to --hold-targets; repeatable")
     parser.add_argument("--skip", default="", help=f"comma list of phases to skip: {','.join(PHASES)}")
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON results (default bench/results/chat-<time>.json)")
@@ -929,6 +1108,23 @@ def main(argv: list[str] | None = None) -> int:
     if not (gaia_root / "wsgi.py").is_file() or not (gaia_root / "gunicorn.conf.py").is_file():
         parser.error(f"--gaia-root {gaia_root}: no wsgi.py and gunicorn.conf.py there")
     revision = args.gaia_label or (git_revision() if gaia_root == ROOT else f"tree at {gaia_root}")
+    roots: list[tuple[str, Path]] = []
+    for item in args.also_root:
+        name, sep, path = item.partition("=")
+        if (not sep or not name or not path or not name.isidentifier() or name.startswith("gaia")
+                or name in ("mock", "floor") or name in {n for n, _ in roots}):
+            parser.error(f"--also-root {item!r}: expected NAME=PATH with a new simple NAME "
+                         "(not mock, floor or gaia...)")
+        other_root = Path(path).expanduser().resolve()
+        if not (other_root / "wsgi.py").is_file() or not (other_root / "gunicorn.conf.py").is_file():
+            parser.error(f"--also-root {item!r}: no wsgi.py and gunicorn.conf.py in {other_root}")
+        roots.append((name, other_root))
+    unknown_holds = set(hold_targets) - {"gaia", "floor"} - {n for n, _ in roots}
+    if unknown_holds and "hold" not in skip:
+        parser.error(f"--hold-targets: unknown {', '.join(sorted(unknown_holds))}")
+    root_revisions = {name: (git_revision(path) if (path / ".git").exists() else f"tree at {path}")
+                      for name, path in roots}
+    root_databases = {name: BenchDatabase(args.pg_url) for name, _ in roots}
     database = BenchDatabase(args.pg_url)
     workdir = Path(tempfile.mkdtemp(prefix="gaia-bench-chat-"))
     servers: list[Server] = []
@@ -963,6 +1159,10 @@ def main(argv: list[str] | None = None) -> int:
                             OPENAI_BASE_URL=upstream)
             if redis_url:
                 gaia_env["REDIS_URL"] = redis_url
+            if roots:
+                # Every Gaia's bytecode in one temporary cache: the other checkouts' trees are
+                # not written to, and all start alike (nothing changes once imported).
+                gaia_env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
             floor_env = dict(server_env, FLOOR_UPSTREAM=upstream, FLOOR_API_KEYS=FLOOR_KEY,
                              FLOOR_UPSTREAM_KEY=UPSTREAM_KEY)
             run_gaia_cli(gaia_env, gaia_root, "db", "upgrade")
@@ -970,51 +1170,93 @@ def main(argv: list[str] | None = None) -> int:
             api_key = next(line.split(":", 1)[1].strip() for line in out.splitlines()
                            if line.startswith("API key:"))
             log("migrated and created the admin key")
+            # The other checkouts: the same environment but for their own database and instance
+            # folder; migrated and keyed by their own CLI.
+            root_envs, root_keys = {}, {}
+            for name, path in roots:
+                db = root_databases[name]
+                db.create()
+                cleanup.callback(db.drop)
+                root_envs[name] = dict(gaia_env, DATABASE_URL=db.url,
+                                       GAIA_INSTANCE_PATH=str(workdir / f"instance-{name}"))
+                run_gaia_cli(root_envs[name], path, "db", "upgrade")
+                out = run_gaia_cli(root_envs[name], path, "create-admin", "--email", "bench@gaia.dev")
+                root_keys[name] = next(line.split(":", 1)[1].strip() for line in out.splitlines()
+                                       if line.startswith("API key:"))
+                log(f"{name} ({path}, {root_revisions[name]}): database {db.name} migrated and "
+                    "the admin key created with its own CLI")
 
             floor = Server("floor", "bench.floor_proxy:app", dict(floor_env, PORT=str(p := free_port())),
                            p, workdir / "floor.log")
             gaia = GaiaServer("gaia", "wsgi:app", dict(gaia_env, PORT=str(q := free_port())), q,
                               workdir / "gaia.log")
             gaia.cwd = gaia_root
-            for server in (floor, gaia):
+            gaias: dict[str, tuple[GaiaServer, str, BenchDatabase | None]] = {"gaia": (gaia, api_key, None)}
+            for name, path in roots:
+                other = GaiaServer(name, "wsgi:app", dict(root_envs[name], PORT=str(q := free_port())), q,
+                                   workdir / f"{name}.log")
+                other.cwd = path
+                gaias[name] = (other, root_keys[name], root_databases[name])
+            started = [floor] + [g for g, _, _ in gaias.values()]
+            for server in started:
                 servers.append(server)
                 cleanup.callback(server.stop)
                 server.start()
-            for server in (floor, gaia):
+            for server in started:
                 server.wait_ready("/health/live", {}, args.workers)
             log("all servers up")
 
             json_h = {"Content-Type": "application/json"}
             mock_h = dict(json_h, Authorization=f"Bearer {UPSTREAM_KEY}")
             floor_h = dict(json_h, **{"X-API-Key": FLOOR_KEY})
-            v1_h = dict(json_h, Authorization=f"Bearer {api_key}")
-            chat_h = dict(json_h, **{"X-API-Key": api_key})
-            # One conversation per connection for the continuing target.
-            conversations = []
-            for _ in range(max(concurrencies + [4])):
-                answer = post_json(gaia.base_url + API + "/chat", chat_h, CHAT_BODY)
-                conversations.append(answer["conversation_id"])
-            cont_bodies = [_dumps({"message": QUESTION, "model": MODEL, "conversation_id": cid})
-                           for cid in conversations]
             v1 = "/v1/chat/completions"
+            by_gaia: dict[str, dict] = {}  # per Gaia: headers, conversations, targets
+            for name, (server, key, db) in gaias.items():
+                v1_h = dict(json_h, Authorization=f"Bearer {key}")
+                chat_h = dict(json_h, **{"X-API-Key": key})
+                # One conversation per connection for the continuing target.
+                convs = []
+                for _ in range(max(concurrencies + [4])):
+                    answer = post_json(server.base_url + API + "/chat", chat_h, CHAT_BODY)
+                    convs.append(answer["conversation_id"])
+                cont_bodies = [_dumps({"message": QUESTION, "model": MODEL, "conversation_id": cid})
+                               for cid in convs]
+                by_gaia[name] = {
+                    "server": server, "v1_h": v1_h, "chat_h": chat_h, "conversations": convs,
+                    "database": db,
+                    "targets": [
+                        Target(f"{name}_v1", server, v1, v1_h, [OPENAI_BODY], kind="gaia", database=db),
+                        Target(f"{name}_chat_new", server, API + "/chat", chat_h, [CHAT_BODY], kind="gaia",
+                               database=db),
+                        Target(f"{name}_chat_cont", server, API + "/chat", chat_h, cont_bodies, kind="gaia",
+                               database=db),
+                    ],
+                    "stream_targets": [
+                        Target(f"{name}_v1_stream", server, v1, v1_h, [OPENAI_STREAM_BODY], True, "gaia",
+                               database=db),
+                        Target(f"{name}_chat_stream", server, API + "/chat", chat_h, [CHAT_STREAM_BODY],
+                               True, "gaia", database=db),
+                    ],
+                }
+            v1_h, chat_h = by_gaia["gaia"]["v1_h"], by_gaia["gaia"]["chat_h"]
+            conversations = by_gaia["gaia"]["conversations"]
+            # Each gaia target followed by its counterparts on the other Gaias.
             targets = [
                 Target("mock", mock, v1, mock_h, [OPENAI_BODY], kind="mock"),
                 Target("floor", floor, v1, floor_h, [OPENAI_BODY], kind="floor"),
-                Target("gaia_v1", gaia, v1, v1_h, [OPENAI_BODY], kind="gaia"),
-                Target("gaia_chat_new", gaia, API + "/chat", chat_h, [CHAT_BODY], kind="gaia"),
-                Target("gaia_chat_cont", gaia, API + "/chat", chat_h, cont_bodies, kind="gaia"),
-            ]
+            ] + [g["targets"][i] for i in range(3) for g in by_gaia.values()]
             stream_targets = [
                 Target("mock_stream", mock, v1, mock_h, [OPENAI_STREAM_BODY], True, "mock"),
                 Target("floor_stream", floor, v1, floor_h, [OPENAI_STREAM_BODY], True, "floor"),
-                Target("gaia_v1_stream", gaia, v1, v1_h, [OPENAI_STREAM_BODY], True, "gaia"),
-                Target("gaia_chat_stream", gaia, API + "/chat", chat_h, [CHAT_STREAM_BODY], True, "gaia"),
-            ]
+            ] + [g["stream_targets"][i] for i in range(2) for g in by_gaia.values()]
+            by_name = {t.name: t for t in targets + stream_targets}
+            others = [name for name, _ in roots]
             for t in targets + stream_targets:
                 warm(t, 8, args.warmup)
 
             pg = PgBackends(database)
-            meter = Meter(mock, pg, redis_pids() if redis_url else [])
+            meter = Meter(mock, pg, redis_pids() if redis_url else [],
+                          {db.name: PgBackends(db) for db in root_databases.values()})
             results: dict = {}
             all_rounds: list[Round] = []
             report.update(started_at=started_at.isoformat(), gaia_revision=revision,
@@ -1022,19 +1264,31 @@ def main(argv: list[str] | None = None) -> int:
                                    "platform": platform.platform(),
                                    "python": platform.python_version()},
                           settings={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                          redis_url=redis_url, database=database.name)
+                          redis_url=redis_url, database=database.name,
+                          other_gaias={name: {"path": str(path), "revision": root_revisions[name],
+                                              "database": root_databases[name].name}
+                                       for name, path in roots})
             header = (f"Gaia {revision}, gunicorn {args.worker_class} x {args.workers} workers "
                       f"(floor the same); REDIS_URL={redis_url or '(none)'}; "
                       f"{args.rounds} alternating rounds x {args.duration:g} s; medians over rounds; "
                       f"{os.cpu_count()} cores, {idle:.2f} busy before start; {started_at:%Y-%m-%d %H:%M} UTC")
             printed: list[str] = [header, ""]
+            for name, path in roots:
+                printed += [f"{name}: wsgi:app of {path} ({root_revisions[name]}), in the same rounds "
+                            f"with the same environment and settings, its own database "
+                            f"{root_databases[name].name}; targets {name}_v1, {name}_chat_new, ...; the "
+                            "order rotates each round and is reversed every other round. Ratios "
+                            f"gaia/{name}: of the medians over rounds (CPU: of the totals), and in "
+                            "brackets the min–max of the same ratio paired round by round.", ""]
 
             if "rounds" not in skip:
                 t0 = time.monotonic()
-                run_rounds(meter, targets, concurrencies, args.rounds, args.duration, results, all_rounds)
+                run_rounds(meter, targets, concurrencies, args.rounds, args.duration, results, all_rounds,
+                           reverse_even=bool(roots))
                 log(f"rounds done in {time.monotonic() - t0:.0f} s")
                 gaia_names = [t.name for t in targets if t.kind == "gaia"]
                 rows = ratio_rows(results, gaia_names, concurrencies, "mock", "floor")
+                comparisons = compare_rows(results, targets, others, concurrencies, "mock")
                 report["rounds"] = {
                     "summary": [{"target": t.name, "concurrency": c, "rps": results[(t.name, c)].median("rps"),
                                  "p50_ms": results[(t.name, c)].median("p50_ms"),
@@ -1054,26 +1308,38 @@ def main(argv: list[str] | None = None) -> int:
                                  "ok": results[(t.name, c)].ok, "errors": results[(t.name, c)].errors}
                                 for c in concurrencies for t in targets],
                     "ratios": rows,
+                    "comparisons": comparisons,
                 }
                 printed += ["Non-streamed chat (added = this p50/p99 minus the mock's, same round):", "",
-                            render_rounds_table(results, targets, concurrencies, "mock", bool(redis_url)), "",
+                            render_rounds_table(results, targets, concurrencies, "mock", bool(redis_url),
+                                                comparisons, others), "",
                             "Gaia against the floor:", "", render_ratios(rows), ""]
+                if others:
+                    printed += ["Each gaia target against its counterpart (this/other; per-round min–max):", "",
+                                render_compare(comparisons, stream=False), ""]
             if "streams" not in skip:
                 t0 = time.monotonic()
                 run_rounds(meter, stream_targets, stream_concurrencies, args.rounds, args.duration,
-                           results, all_rounds)
+                           results, all_rounds, reverse_even=bool(roots))
                 log(f"stream rounds done in {time.monotonic() - t0:.0f} s")
                 srows = stream_rows(results, stream_targets, stream_concurrencies, "mock_stream", "floor_stream")
+                scomp = compare_rows(results, stream_targets, others, stream_concurrencies, "mock_stream")
                 report["streams"] = srows
+                report["stream_comparisons"] = scomp
                 printed += ["Streamed chat (first content = the first `data:` event with non-empty content):", "",
-                            render_streams(srows, "mock_stream"), ""]
+                            render_streams(srows, "mock_stream", scomp, others), ""]
+                if others:
+                    printed += ["Each streamed gaia target against its counterpart (this/other; per-round min–max):",
+                                "", render_compare(scomp, stream=True), ""]
             report["rounds_raw"] = [r.row() for r in all_rounds]
 
             if "db" not in skip:
-                db_targets = [t for t in targets + stream_targets if t.kind == "gaia"]
+                # Grouped by Gaia, so that each database's counters are read in one sequence.
+                db_targets = [t for g in by_gaia.values() for t in g["targets"] + g["stream_targets"]]
                 rows_db = db_phase(database, db_targets, args.db_requests, STATS_SETTLE_S)
                 report["db"] = rows_db
-                printed += [f"Database (pg_stat_database of {database.name}, {args.db_requests} requests "
+                names = ", ".join([database.name] + [db.name for db in root_databases.values()])
+                printed += [f"Database (pg_stat_database of {names}, {args.db_requests} requests "
                             "per kind at c=4, counters settled 11 s):", "", render_db(rows_db), ""]
 
             if "hold" not in skip:
@@ -1082,17 +1348,20 @@ def main(argv: list[str] | None = None) -> int:
                 slow_v1 = _dumps({"model": SLOW_MODEL, "stream": True,
                                   "messages": [{"role": "user", "content": QUESTION}]})
                 for name in hold_targets:
-                    if name == "gaia":
+                    if name in by_gaia:
+                        g = by_gaia[name]
+                        server = g["server"]
                         if args.hold_endpoint == "chat":
-                            st = Target("gaia_slow", gaia, API + "/chat", chat_h, [slow_chat], True, "gaia")
-                            normal = targets[3]  # gaia_chat_new, fast model
+                            st = Target(f"{name}_slow", server, API + "/chat", g["chat_h"], [slow_chat], True,
+                                        "gaia", database=g["database"])
+                            normal = by_name[f"{name}_chat_new"]  # fast model
                         else:
-                            st = Target("gaia_slow", gaia, v1, v1_h, [slow_v1], True, "gaia")
-                            normal = targets[2]
-                        server = gaia
+                            st = Target(f"{name}_slow", server, v1, g["v1_h"], [slow_v1], True, "gaia",
+                                        database=g["database"])
+                            normal = by_name[f"{name}_v1"]
                     elif name == "floor":
                         st = Target("floor_slow", floor, v1, floor_h, [slow_v1], True, "floor")
-                        normal, server = targets[1], floor
+                        normal, server = by_name["floor"], floor
                     else:
                         raise RuntimeError(f"--hold-targets: unknown {name!r}")
                     log(f"hold: {args.hold_streams} slow streams to {name} ({st.path}), normal "
