@@ -46,3 +46,28 @@ def on_starting(server):
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) == 4:
         sys.exit(4)
+
+
+# glibc's M_MMAP_THRESHOLD (mallopt), and the size from which allocations are mapped.
+_M_MMAP_THRESHOLD = -3
+_MMAP_FROM_BYTES = 256 * 1024
+
+
+def post_fork(server, worker):
+    """Large allocations go straight back to the system when freed.
+
+    By default glibc raises its mmap threshold to the size of the first large block freed, so
+    after one sign-in every later Argon2 hash (a 19 MiB work area) is carved from the heap and
+    that memory stays with the worker for good. A fixed threshold keeps the worker at its idle
+    size (bench/README.md, "Memory per worker"); elsewhere than glibc this does nothing.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "mallopt"):
+            libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_FROM_BYTES)
+    except OSError:
+        pass
