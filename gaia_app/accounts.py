@@ -19,7 +19,7 @@ from gaia_app.identity.apikeys import generate_api_key, hash_api_key, key_hint
 from gaia_app.identity.emails import normalize_email
 from gaia_app.identity.passwords import PasswordPolicyError, check_password_policy, hash_password
 from gaia_app.identity.scopes import ADMIN, DEFAULT_SCOPES, SCOPES, unknown_scopes
-from gaia_app.models import ApiKey, User, utcnow
+from gaia_app.models import ApiKey, RefreshToken, User, utcnow
 from gaia_app.runtime.invalidation import queue_invalidation
 
 MAX_KEY_NAME = 100
@@ -167,9 +167,23 @@ def deactivate_user(user: User) -> bool:
     if not user.is_active:
         return False
     user.is_active = False
+    end_sessions(user.id)
     queue_invalidation(db.session, "user", user.id)
     db.session.flush()
     return True
+
+
+def end_sessions(user_id: uuid.UUID) -> int:
+    """Revoke every refresh token of the user, in every session ("sign out everywhere").
+
+    Refresh tokens are checked in the database on every use, so this holds in every process
+    at once. Access tokens already issued run out within ACCESS_TOKEN_TTL (15 minutes).
+    """
+    return db.session.execute(
+        db.update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    ).rowcount
 
 
 def key_state(key: ApiKey, now: datetime | None = None) -> str:
@@ -233,6 +247,9 @@ def update_user(
         changed_rights = True
     if password is not None:
         set_password(user, password)
+    if password is not None or is_active is False:
+        # A new password (a reset, or a suspected leak) or a suspension ends every session.
+        end_sessions(user.id)
     if changed_rights:
         queue_invalidation(db.session, "user", user.id)
     db.session.flush()

@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 from flask import Flask, current_app, jsonify
-from flask_smorest import Blueprint
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from gaia_app.blueprint import Blueprint
 from gaia_app.extensions import db
 from gaia_app.state import gaia
 

@@ -153,7 +153,8 @@ def test_open_streams_do_not_block_other_requests(chat_deployment, fakes):
     """60 streams wait on a slow provider at once (gevent workers), and other requests,
     chat included, are still answered at once. (The 500-stream figure is in bench/.)"""
     fake_openai, _ = fakes
-    fake_openai.behaviour = Behaviour(first_token_delay=5.0)
+    # Slow answers, but a quick model list: each worker lists the models on its first use.
+    fake_openai.behaviour = Behaviour(first_token_delay=5.0, models_delay=0.0)
     opened = []
     lock = threading.Lock()
 

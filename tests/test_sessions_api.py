@@ -150,3 +150,62 @@ def test_validate_endpoint(client, make):
     assert jwt_result["valid"] is True and jwt_result["auth_type"] == "jwt"
     problem_of(client.post(f"{AUTH}/validate", json={}), 422)
     problem_of(client.post(f"{AUTH}/validate", json={"token": token, "api_key": key}), 422)
+
+
+# -- ending every session ----------------------------------------------------------------
+
+
+def _sessions_of(client, email="player@example.com"):
+    register(client, email)
+    first = client.post(f"{AUTH}/login", json={"email": email, "password": PASSWORD}).get_json()
+    second = client.post(f"{AUTH}/login", json={"email": email, "password": PASSWORD}).get_json()
+    return first, second
+
+
+def _refreshes(client, tokens) -> int:
+    return client.post(f"{AUTH}/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code
+
+
+@pytest.fixture
+def admin_key(make):
+    make.user("root@example.com", admin=True)
+    return {"X-API-Key": make.key("root@example.com", scopes=["admin"])}
+
+
+def test_a_password_reset_ends_every_session(client, admin_key):
+    first, second = _sessions_of(client)
+    user_id = client.get(f"{AUTH}/me", headers=bearer(first["access_token"])).get_json()["id"]
+    reset = client.patch(f"/api/v0.2/users/{user_id}", json={"password": "a brand new secret"}, headers=admin_key)
+    assert reset.status_code == 200
+    assert _refreshes(client, first) == 401 and _refreshes(client, second) == 401
+    # The new password signs in again, with a session that works.
+    fresh = client.post(f"{AUTH}/login", json={"email": "player@example.com", "password": "a brand new secret"})
+    assert fresh.status_code == 200 and _refreshes(client, fresh.get_json()) == 200
+
+
+def test_deactivation_ends_every_session_even_after_reactivation(client, admin_key):
+    first, _ = _sessions_of(client)
+    user_id = client.get(f"{AUTH}/me", headers=bearer(first["access_token"])).get_json()["id"]
+    for active in (False, True):
+        assert client.patch(f"/api/v0.2/users/{user_id}", json={"is_active": active}, headers=admin_key).status_code == 200
+    assert _refreshes(client, first) == 401
+
+
+def test_logout_everywhere_ends_the_other_sessions_too(client):
+    first, second = _sessions_of(client)
+    other_first, other_second = _sessions_of(client, "someone@example.com")
+    assert client.post(f"{AUTH}/logout", json={"refresh_token": first["refresh_token"], "everywhere": True}).status_code == 204
+    assert _refreshes(client, first) == 401 and _refreshes(client, second) == 401
+    assert _refreshes(client, other_first) == 200  # nobody else's
+
+
+def test_plain_logout_ends_only_its_own_session(client):
+    first, second = _sessions_of(client)
+    assert client.post(f"{AUTH}/logout", json={"refresh_token": first["refresh_token"]}).status_code == 204
+    assert _refreshes(client, first) == 401 and _refreshes(client, second) == 200
+
+
+def test_logout_everywhere_must_be_a_boolean(client):
+    first, _ = _sessions_of(client)
+    body = problem_of(client.post(f"{AUTH}/logout", json={"refresh_token": first["refresh_token"], "everywhere": "yes please"}), 422)
+    assert body["errors"][0]["field"] == "everywhere"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from functools import wraps
+
 from flask import request
-from flask_smorest import Blueprint
 
 from blueprints.auth import keys, sessions, users
 from blueprints.auth.schemas import (
@@ -14,6 +15,7 @@ from blueprints.auth.schemas import (
     KeyListSchema,
     KeyRotateSchema,
     KeySchema,
+    LogoutSchema,
     MeSchema,
     RefreshSchema,
     RegisteredSchema,
@@ -28,6 +30,7 @@ from blueprints.auth.schemas import (
     ValidateSchema,
     ValidationResultSchema,
 )
+from gaia_app.blueprint import Blueprint
 from gaia_app.constants import API_PREFIX
 from gaia_app.extensions import commits
 from gaia_app.identity import current_principal, require_auth
@@ -36,59 +39,71 @@ from gaia_app.state import gaia
 blp = Blueprint("auth", __name__, url_prefix=API_PREFIX, description="Accounts, sessions and API keys")
 
 
-def _limit_client(action: str, account: str | None = None) -> None:
-    state = gaia()
-    sessions.limit_sign_in(state.rate_limiter, state.settings, action, request.remote_addr, account)
+def _limited(action: str):
+    """Count the attempt per client address before the body is read or validated."""
+    def decorator(view):
+        @wraps(view)
+        def limited(*args, **kwargs):
+            state = gaia()
+            sessions.limit_address(state.rate_limiter, state.settings, action, request.remote_addr)
+            return view(*args, **kwargs)
+
+        return limited
+
+    return decorator
 
 
 # -- sessions ---------------------------------------------------------------------------
 
 
 @blp.route("/auth/register", methods=["POST"])
+@_limited("register")
 @blp.arguments(RegisterSchema())
 @blp.response(201, RegisteredSchema)
 @commits
 def register(body):
     """Make an account with email and password; answers with a signed-in session."""
-    _limit_client("register")
     return sessions.register(gaia().settings, body["email"], body["password"], body.get("name"))
 
 
 @blp.route("/auth/login", methods=["POST"])
+@_limited("login")
 @blp.arguments(CredentialsSchema())
 @blp.response(200, TokenPairSchema)
 @commits
 def login(body):
     """Exchange email and password for an access token (JWT) and a refresh token."""
-    _limit_client("login", body["email"])
-    return sessions.login(gaia().settings, body["email"], body["password"])
+    state = gaia()
+    sessions.limit_account(state.rate_limiter, state.settings, "login", body["email"])
+    return sessions.login(state.settings, body["email"], body["password"])
 
 
 @blp.route("/auth/refresh", methods=["POST"])
+@_limited("refresh")
 @blp.arguments(RefreshSchema())
 @blp.response(200, TokenPairSchema)
 @commits
 def refresh(body):
     """Trade a refresh token for a new pair. Each refresh token works once."""
-    _limit_client("refresh")
     return sessions.refresh(gaia().settings, body["refresh_token"])
 
 
 @blp.route("/auth/logout", methods=["POST"])
-@blp.arguments(RefreshSchema())
+@blp.arguments(LogoutSchema())
 @blp.response(204)
 @commits
 def logout(body):
-    """End the session the refresh token belongs to (every token of that login)."""
-    sessions.logout(body["refresh_token"])
+    """End the session the refresh token belongs to (every token of that login), or with
+    `"everywhere": true` every session of the account."""
+    sessions.logout(body["refresh_token"], everywhere=body["everywhere"])
 
 
 @blp.route("/auth/validate", methods=["POST"])
+@_limited("validate")
 @blp.arguments(ValidateSchema())
 @blp.response(200, ValidationResultSchema)
 def validate(body):
     """Say whether a JWT or an API key is valid now, and whose it is."""
-    _limit_client("validate")
     return sessions.validate_credential(
         gaia().authenticator, token=body.get("token"), api_key=body.get("api_key")
     )

@@ -26,6 +26,13 @@ class RefreshSchema(Schema):
     refresh_token = SafeString(required=True, validate=validate.Length(min=1, max=200))
 
 
+class LogoutSchema(RefreshSchema):
+    everywhere = fields.Boolean(
+        load_default=False,
+        metadata={"description": "End every session of this account, not only this one"},
+    )
+
+
 class ValidateSchema(Schema):
     token = SafeString(validate=validate.Length(min=1, max=8192))
     api_key = SafeString(validate=validate.Length(min=1, max=200))

@@ -25,13 +25,15 @@ from gaia_app.runtime.ratelimit import RateLimiter
 REFRESH_PREFIX = "grt_"
 
 
-def limit_sign_in(limiter: RateLimiter, settings, action: str, client: str | None,
-                  account: str | None = None) -> None:
-    """Count one attempt of `action` from `client` (and for `account`); 429 past the limit."""
-    limit = settings.auth_rate_limit
-    limiter.hit(f"{action}-ip", client or "unknown", limit)
-    if account:
-        limiter.hit(f"{action}-account", account.strip().lower()[:320], limit)
+def limit_address(limiter: RateLimiter, settings, action: str, client: str | None) -> None:
+    """Count one attempt of `action` from `client`; 429 past the limit. Runs before the body
+    is read, so a flood of bad bodies is limited like any other attempt."""
+    limiter.hit(f"{action}-ip", client or "unknown", settings.auth_rate_limit)
+
+
+def limit_account(limiter: RateLimiter, settings, action: str, account: str) -> None:
+    """Count one attempt of `action` on `account`, whatever address it comes from."""
+    limiter.hit(f"{action}-account", account.strip().lower()[:320], settings.auth_rate_limit)
 
 
 def _new_refresh_token(settings, user: User, family_id: uuid.UUID) -> str:
@@ -129,9 +131,14 @@ def refresh(settings, token: str) -> dict:
     return issue_tokens(settings, user, family_id=row.family_id)
 
 
-def logout(token: str) -> None:
+def logout(token: str, *, everywhere: bool = False) -> None:
+    """End the session of this refresh token, or (`everywhere`) every session of its user."""
     row = _find_refresh_token(token)
-    if row is not None:
+    if row is None:
+        return
+    if everywhere:
+        accounts.end_sessions(row.user_id)
+    else:
         _revoke_family(row.family_id)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask import url_for
-from flask_smorest import Blueprint
 
 from blueprints.chat import conversations, personas
 from blueprints.chat.library_schemas import (
@@ -20,6 +19,7 @@ from blueprints.chat.library_schemas import (
     PersonaUpdateSchema,
     SetPersonaSchema,
 )
+from gaia_app.blueprint import Blueprint
 from gaia_app.constants import API_PREFIX
 from gaia_app.extensions import commits
 from gaia_app.identity import current_principal, require_auth

@@ -8,17 +8,19 @@ OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with the same
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
 from flask import request
-from flask_smorest import Blueprint
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import UnsupportedMediaType
 
 from blueprints.chat import exchange as exchanges
 from blueprints.chat import personas, routing
 from blueprints.chat.exchange import Exchange
 from blueprints.chat.streaming import ChunkWriter, StreamOutcome
+from gaia_app import json_body
+from gaia_app.blueprint import Blueprint
 from gaia_app.errors import APIError, InvalidField, InvalidRequest, UnknownModel
 from gaia_app.identity import current_principal, require_auth
 from gaia_app.providers.base import ChatMessage
@@ -126,9 +128,11 @@ def _prepare(body: dict) -> tuple[Exchange, str, bool]:
 @blp.doc(summary="Create a chat completion (OpenAI-compatible)")
 def chat_completions():
     """OpenAI's Chat Completions API, streamed (`"stream": true`) or not."""
+    if not request.is_json:
+        raise UnsupportedMediaType("The request body must be JSON (Content-Type: application/json).")
     try:
-        body = request.get_json()
-    except BadRequest:
+        body = json_body.loads(request.get_data(cache=True), openai_paths=True)
+    except json.JSONDecodeError:
         raise InvalidRequest("We could not parse the JSON body of your request.") from None
     if not isinstance(body, dict):
         raise _invalid("The request body must be a JSON object.")

@@ -1,7 +1,5 @@
 """Routes of the chat service."""
 
-from flask_smorest import Blueprint
-
 from blueprints.chat import catalog, chat
 from blueprints.chat.schemas import (
     ChatRequestSchema,
@@ -13,6 +11,7 @@ from blueprints.chat.schemas import (
     ProviderHealthSchema,
     ProviderListSchema,
 )
+from gaia_app.blueprint import Blueprint
 from gaia_app.constants import API_PREFIX
 from gaia_app.identity import current_principal, require_auth
 

@@ -1,7 +1,6 @@
 """The gateway's own route: what this deployment serves, and where to read about it."""
 
-from flask_smorest import Blueprint
-
+from gaia_app.blueprint import Blueprint
 from gaia_app.constants import API_PREFIX
 from gaia_app.state import gaia
 

@@ -43,6 +43,8 @@ class Behaviour:
     # Stream: wait after the headers and preamble (OpenAI's role chunk; Anthropic's
     # message_start, content_block_start, ping), before the first word. Else: before answering.
     first_token_delay: float = 0.0
+    # GET /v1/models waits this long; None: as long as `first_token_delay`.
+    models_delay: float | None = None
     chunk_delay: float = 0.0  # stream: pause between content chunks
     fail_after_chunks: int | None = None  # stream: break after this many content chunks
     hang: bool = False  # read the request, never answer (until stop() or the client leaves)
@@ -265,7 +267,7 @@ class _FakeServer:
         b = h.behaviour
         error = self._auth_error(h) or (self._forced_error(b) if b.status is not None else None)
         if error is None and (h.command, path) == ("GET", "/v1/models"):
-            h.pause(b.first_token_delay)
+            h.pause(b.first_token_delay if b.models_delay is None else b.models_delay)
             if b.garbage:
                 return h.send_raw(200, GARBAGE, "application/json")
             return h.send_json(200, self._models_body())

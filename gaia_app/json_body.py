@@ -1,0 +1,95 @@
+"""Request bodies as JSON, read one way everywhere: bounded, finite, storable.
+
+Every JSON body (through the schemas' parser and through `/v1`) is read by `read_json`:
+- nesting deeper than MAX_DEPTH is refused (400) before anything recurses on it: a 2 KB body
+  nested a thousand levels deep would otherwise raise RecursionError inside the parser;
+- NaN, Infinity and numbers beyond a double's range are refused (400): they are not JSON,
+  PostgreSQL refuses them, and stored in SQLite they would make every later read invalid JSON;
+- a string (or key) with NUL or a lone surrogate is refused as a field error (422, 400 under
+  `/v1`) naming its path, since no database or provider stores it.
+A body that is not JSON at all raises `json.JSONDecodeError`, which each caller answers in its
+own shape (problem+json's malformed-json, OpenAI's invalid request).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from gaia_app.errors import InvalidField, InvalidRequest
+from gaia_app.schemas import text_problem
+
+MAX_DEPTH = 32
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(text)
+    return value
+
+
+def _no_constant(name: str):
+    raise _NotFinite(name)
+
+
+def loads(data: bytes | str, *, openai_paths: bool = False):
+    """Parse and check one body; see the module docstring for what is refused."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise json.JSONDecodeError(f"not UTF-8: {exc.reason}", repr(data[:40]), exc.start) from None
+    try:
+        value = json.loads(data, parse_float=_finite_float, parse_constant=_no_constant)
+    except _NotFinite:
+        raise InvalidRequest(
+            "Numbers must be finite: NaN, Infinity and numbers beyond about 1.8e308 are not accepted."
+        ) from None
+    except RecursionError:
+        raise _too_deep() from None
+    _check(value, openai_paths)
+    return value
+
+
+def _too_deep() -> InvalidRequest:
+    return InvalidRequest(f"The JSON body is nested too deeply (at most {MAX_DEPTH} levels).")
+
+
+def _check(value, openai_paths: bool) -> None:
+    """Depth and text of every node, without recursion."""
+    pending = [(value, (), 1)]
+    while pending:
+        node, path, depth = pending.pop()
+        if isinstance(node, str):
+            _check_text(node, path, openai_paths)
+        elif isinstance(node, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise _too_deep()
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for key, child in items:
+                if isinstance(key, str):
+                    _check_text(key, path + (key,), openai_paths)
+                pending.append((child, path + (key,), depth + 1))
+
+
+def _check_text(text: str, path: tuple, openai_paths: bool) -> None:
+    problem = text_problem(text)
+    if problem:
+        raise InvalidField(_path_name(path, openai_paths), problem)
+
+
+def _path_name(path: tuple, openai_paths: bool) -> str | None:
+    """`tags.1` (as the schemas name fields), or `messages[0].content` (as OpenAI does)."""
+    if not path:
+        return None
+    if not openai_paths:
+        return ".".join(str(part) for part in path)
+    name = ""
+    for part in path:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    return name

@@ -1,0 +1,97 @@
+"""Request bodies are read one way (`gaia_app.json_body`): deep nesting, non-finite numbers and
+unstorable text are refused with a clear 4xx before any view, in problem+json or, under /v1,
+OpenAI's shape. None of them may reach a 500."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gaia_app.json_body import MAX_DEPTH
+from tests.conftest import make_app, problem_of
+
+CHAT = "/api/v0.2/chat"
+COMPLETIONS = "/v1/chat/completions"
+LOGIN = "/api/v0.2/auth/login"
+PERSONAS = "/api/v0.2/personas"
+JSON = {"Content-Type": "application/json"}
+
+
+def nested(depth: int) -> str:
+    return '{"message": ' + "[" * depth + "]" * depth + "}"
+
+
+@pytest.fixture
+def key(make):
+    return {"X-API-Key": make.key(), **JSON}
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 1000, 5000])
+def test_deep_nesting_is_400_on_the_chat_api_and_login(client, key, depth):
+    for path, headers in ((CHAT, key), (LOGIN, JSON)):
+        body = problem_of(client.post(path, data=nested(depth), headers=headers), 400)
+        assert "nested too deeply" in body["detail"]
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 1000, 5000])
+def test_deep_nesting_is_an_openai_400_under_v1(client, key, depth):
+    data = '{"model": "gaia-local", "messages": [{"role": "user", "content": "hi"}], "x": ' \
+        + "[" * depth + "]" * depth + "}"
+    response = client.post(COMPLETIONS, data=data, headers=key)
+    assert response.status_code == 400 and response.content_type == "application/json"
+    assert "nested too deeply" in response.get_json()["error"]["message"]
+
+
+def test_nesting_within_the_bound_reaches_the_schema(client, key):
+    # 30 levels of lists where a string belongs: the schema's own 422, not the depth rule.
+    body = problem_of(client.post(CHAT, data=nested(MAX_DEPTH - 2), headers=key), 422)
+    assert body["errors"][0]["field"] == "message"
+
+
+def test_the_per_address_limit_counts_bodies_it_never_parses(database_url, tmp_path_factory, _session_app):
+    client = make_app(database_url, tmp_path_factory, AUTH_RATE_LIMIT="3/minute").test_client()
+    answers = [client.post(LOGIN, data=nested(5000), headers=JSON).status_code for _ in range(5)]
+    assert answers == [400, 400, 400, 429, 429]
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400", "-1e999"])
+def test_non_finite_numbers_are_refused_everywhere(client, key, number):
+    persona = '{"name": "Odd", "system_prompt": "Be odd.", "traits": {"mood": %s}}' % number
+    body = problem_of(client.post(PERSONAS, data=persona, headers=key), 400)
+    assert "finite" in body["detail"]
+    chat = '{"message": "hi", "temperature": %s}' % number
+    assert "finite" in problem_of(client.post(CHAT, data=chat, headers=key), 400)["detail"]
+    completion = '{"model": "gaia-local", "messages": [{"role": "user", "content": "hi"}], "temperature": %s}' % number
+    response = client.post(COMPLETIONS, data=completion, headers=key)
+    assert response.status_code == 400 and "finite" in response.get_json()["error"]["message"]
+    assert client.get(PERSONAS, headers=key).get_json()["total"] == 1  # only Mu: nothing stored
+
+
+@pytest.mark.parametrize("raw, field", [
+    ('{"name": "Mu\\u0000x", "system_prompt": "p"}', "name"),
+    ('{"name": "Lone \\ud800", "system_prompt": "p"}', "name"),
+    ('{"name": "Ok", "system_prompt": "p", "traits": {"mood": "bad \\udfff"}}', "traits.mood"),
+    ('{"name": "Ok", "system_prompt": "p", "traits": {"bad \\u0000 key": 1}}', "traits.bad \x00 key"),
+    ('{"name": "Ok", "system_prompt": "p", "traits": {"list": ["fine", "nul \\u0000"]}}', "traits.list.1"),
+])
+def test_unstorable_text_anywhere_in_a_persona_is_422_naming_it(client, key, raw, field):
+    body = problem_of(client.post(PERSONAS, data=raw, headers=key), 422)
+    assert [e["field"] for e in body["errors"]] == [field]
+    listed = client.get(PERSONAS, headers=key)
+    assert listed.status_code == 200 and listed.get_json()["total"] == 1
+    json.loads(listed.get_data(as_text=True))  # the listing stays valid JSON
+
+
+def test_unstorable_text_under_v1_names_the_openai_param(client, key):
+    data = '{"model": "gaia-local", "messages": [{"role": "user", "content": "a \\u0000 b"}]}'
+    response = client.post(COMPLETIONS, data=data, headers=key)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["param"] == "messages[0].content"
+
+
+def test_malformed_json_keeps_its_own_answers(client, key):
+    assert problem_of(client.post(CHAT, data='{"message": ', headers=key), 400)["type"] == "/problems/malformed-json"
+    assert problem_of(client.post(CHAT, data=b'{"message": "\xff"}', headers=key), 400)["type"] == "/problems/malformed-json"
+    response = client.post(COMPLETIONS, data='{"model": ', headers=key)
+    assert response.status_code == 400 and "parse" in response.get_json()["error"]["message"]
