@@ -174,6 +174,7 @@ def _init_security(app: Flask, settings) -> None:
     install_session_hooks()
     app.session_interface = NoCookieSessions()
     app.after_request(add_rate_limit_headers)
+    app.after_request(_no_content_no_type)
     if settings.trusted_proxy_count:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -193,6 +194,13 @@ def _init_security(app: Flask, settings) -> None:
             ],
             max_age=600,
         )
+
+
+def _no_content_no_type(response):
+    """A 204 has no body, so it names no content type (flask-smorest sets JSON's)."""
+    if response.status_code == 204:
+        response.headers.pop("Content-Type", None)
+    return response
 
 
 def _init_errors_and_cli(app: Flask) -> None:

@@ -39,3 +39,37 @@ class ProblemSchema(Schema):
     status = fields.Integer(metadata={"example": 422})
     detail = fields.String()
     errors = fields.List(fields.Nested(FieldProblemSchema))
+
+
+# Body fields take JSON's own types: a client that sends "10", 10.5 or "yes" is told so,
+# not coerced. (Query strings are text, so their schemas keep the converting fields.)
+
+
+class JSONInteger(fields.Integer):
+    """10, not "10", 10.5 or true."""
+
+    def __init__(self, **kwargs):
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class JSONNumber(fields.Float):
+    """0.7 or 1, not "0.7" or true."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class JSONBoolean(fields.Boolean):
+    """true or false, not "yes", 1 or "true"."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value

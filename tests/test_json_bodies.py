@@ -95,3 +95,43 @@ def test_malformed_json_keeps_its_own_answers(client, key):
     assert problem_of(client.post(CHAT, data=b'{"message": "\xff"}', headers=key), 400)["type"] == "/problems/malformed-json"
     response = client.post(COMPLETIONS, data='{"model": ', headers=key)
     assert response.status_code == 400 and "parse" in response.get_json()["error"]["message"]
+
+
+def test_a_route_that_takes_a_body_needs_one(client, key):
+    for path in (CHAT, PERSONAS, "/api/v0.2/conversations"):
+        body = problem_of(client.post(path, data="", headers=key), 400)
+        assert "{}" in body["detail"]
+    created = client.post("/api/v0.2/conversations", json={}, headers=key)
+    assert created.status_code == 201  # an empty object is a choice: every field defaulted
+
+
+def test_a_body_that_is_not_json_is_415_on_both_apis(client, key):
+    plain = {"X-API-Key": key["X-API-Key"], "Content-Type": "text/plain"}
+    problem_of(client.post(CHAT, data="hello", headers=plain), 415)
+    problem_of(client.post("/api/v0.2/conversations", headers={"X-API-Key": key["X-API-Key"]}), 415)
+    response = client.post(COMPLETIONS, data="hello", headers=plain)
+    assert response.status_code == 415 and response.get_json()["error"]["message"]
+
+
+def test_no_content_names_no_content_type(client, key):
+    conversation = client.post("/api/v0.2/conversations", json={}, headers=key).get_json()
+    deleted = client.delete(f"/api/v0.2/conversations/{conversation['id']}", headers=key)
+    assert deleted.status_code == 204 and deleted.get_data() == b""
+    assert "Content-Type" not in deleted.headers
+
+
+@pytest.mark.parametrize("field, value", [
+    ("max_tokens", 1.5), ("max_tokens", "10"), ("max_tokens", True), ("max_tokens", 10.0),
+    ("temperature", "0.5"), ("temperature", True), ("stream", "yes"), ("stream", 1), ("fallback", "false"),
+])
+def test_chat_body_fields_take_json_types_not_coercions(client, key, field, value):
+    body = problem_of(client.post(CHAT, json={"message": "hi", field: value}, headers=key), 422)
+    assert [e["field"] for e in body["errors"]] == [field]
+
+
+def test_account_body_fields_take_json_types(client, make):
+    make.user("root@example.com", admin=True)
+    admin = {"X-API-Key": make.key("root@example.com", scopes=["admin"])}
+    body = problem_of(client.post("/api/v0.2/users", json={"email": "x@example.com", "is_admin": "true"},
+                                  headers=admin), 422)
+    assert body["errors"][0]["field"] == "is_admin"

@@ -6,7 +6,7 @@ from datetime import timezone
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from gaia_app.identity.passwords import MAX_LENGTH as MAX_PASSWORD
-from gaia_app.schemas import SafeString
+from gaia_app.schemas import JSONBoolean, JSONInteger, SafeString
 from gaia_app.identity.scopes import SCOPES
 
 RATE_PATTERN = r"^\d{1,7}/(second|minute|hour|day)$"
@@ -27,7 +27,7 @@ class RefreshSchema(Schema):
 
 
 class LogoutSchema(RefreshSchema):
-    everywhere = fields.Boolean(
+    everywhere = JSONBoolean(
         load_default=False,
         metadata={"description": "End every session of this account, not only this one"},
     )
@@ -113,7 +113,7 @@ class KeyCreateSchema(Schema):
 
 
 class KeyRotateSchema(Schema):
-    grace_seconds = fields.Integer(validate=validate.Range(min=0, max=30 * 24 * 3600))
+    grace_seconds = JSONInteger(validate=validate.Range(min=0, max=30 * 24 * 3600))
 
 
 class PageQuerySchema(Schema):
@@ -143,11 +143,11 @@ class UserCreateSchema(Schema):
     email = SafeString(required=True, validate=validate.Length(min=3, max=320))
     name = SafeString(validate=validate.Length(max=200))
     password = SafeString(validate=validate.Length(min=1, max=MAX_PASSWORD))
-    is_admin = fields.Boolean(load_default=False)
+    is_admin = JSONBoolean(load_default=False)
 
 
 class UserUpdateSchema(Schema):
     name = SafeString(validate=validate.Length(max=200))
     password = SafeString(validate=validate.Length(min=1, max=MAX_PASSWORD))
-    is_admin = fields.Boolean()
-    is_active = fields.Boolean()
+    is_admin = JSONBoolean()
+    is_active = JSONBoolean()

@@ -3,7 +3,7 @@ conversations have theirs in `library_schemas`."""
 
 from marshmallow import RAISE, Schema, fields, validate
 
-from gaia_app.schemas import SafeString
+from gaia_app.schemas import JSONBoolean, JSONInteger, JSONNumber, SafeString
 
 CAPABILITIES = ("chat", "streaming", "vision", "tools", "embeddings")
 
@@ -70,10 +70,10 @@ class ChatRequestSchema(Schema):
     provider = SafeString(validate=validate.Length(min=1, max=64))
     persona_id = fields.UUID(metadata={"description": "Else the conversation's, the user's chosen or the default persona."})
     conversation_id = fields.UUID(metadata={"description": "Continue this conversation; a new one when absent."})
-    stream = fields.Boolean(load_default=False)
-    max_tokens = fields.Integer(validate=validate.Range(min=1, max=1_000_000))
-    temperature = fields.Float(validate=validate.Range(min=0, max=2))
-    fallback = fields.Boolean(
+    stream = JSONBoolean(load_default=False)
+    max_tokens = JSONInteger(validate=validate.Range(min=1, max=1_000_000))
+    temperature = JSONNumber(validate=validate.Range(min=0, max=2))
+    fallback = JSONBoolean(
         load_default=True,
         metadata={"description": "Allow an equivalent model on another provider when this one fails before answering."},
     )
