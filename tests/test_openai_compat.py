@@ -440,3 +440,13 @@ def test_sdk_mid_stream_failure_raises_api_error(sdk, oai):
                 received.append(chunk.choices[0].delta.content or "")
     assert "".join(received) == "one two"
     assert not isinstance(caught.value, openai.APIStatusError)  # the stream itself was a 200
+
+
+def test_a_conversation_beyond_the_context_window_is_400(client, auth):
+    # gaia-local reads 8192 tokens; 5 x 1990 marks cannot fit, whatever the tokenizer.
+    body = {"model": "gaia-local", "messages": [{"role": "user", "content": "!" * 1990}] * 5}
+    error = openai_error_of(completions(client, auth, body), 400)
+    assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
+    assert "8192" in error["message"]
+    fits = {"model": "gaia-local", "messages": [{"role": "user", "content": "!" * 1990}] * 3}
+    assert completions(client, auth, fits).status_code == 200

@@ -24,6 +24,7 @@ from gaia_app.blueprint import Blueprint
 from gaia_app.errors import APIError, InvalidField, InvalidRequest, UnknownModel
 from gaia_app.identity import current_principal, require_auth
 from gaia_app.providers.base import ChatMessage
+from gaia_app.providers.common import prompt_tokens
 from gaia_app.schemas import text_problem
 from gaia_app.state import gaia
 
@@ -78,6 +79,26 @@ def _messages(body: dict) -> list[ChatMessage]:
     return found
 
 
+class ContextTooLong(InvalidField):
+    openai_code = "context_length_exceeded"
+
+
+def _check_fits(messages: list[ChatMessage], target, max_tokens: int | None) -> None:
+    """Refuse a conversation the model cannot read, as OpenAI does. Counted in words and
+    marks, which tokenizers never undercount, so nothing that fits is refused."""
+    window = target.model.context_window
+    if not window:
+        return
+    reserved = max_tokens or min(target.model.max_tokens or 1024, 1024)
+    needed = prompt_tokens(messages) + reserved
+    if needed > window:
+        raise ContextTooLong(
+            "messages",
+            f"This model's context window is {window} tokens; the messages need about "
+            f"{needed - reserved} and the answer {reserved}.",
+        )
+
+
 def _prepare(body: dict) -> tuple[Exchange, str, bool]:
     principal = current_principal()
     model = body.get("model")
@@ -108,6 +129,7 @@ def _prepare(body: dict) -> tuple[Exchange, str, bool]:
     else:
         target = routing.resolve_target(model, None)
     exchanges.check_max_tokens(max_tokens, target.model, tokens_field)
+    _check_fits(messages, target, max_tokens)
     options = body.get("stream_options")
     include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
     exchange = Exchange(

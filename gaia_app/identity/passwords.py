@@ -46,7 +46,7 @@ def check_password_policy(password: str, *, email: str | None = None) -> None:
     if lowered in _COMMON or len(set(password)) < 4:
         raise PasswordPolicyError("is too common or too simple")
     if email and email.split("@", 1)[0].lower() in lowered and len(email.split("@", 1)[0]) >= 4:
-        raise PasswordPolicyError("must not contain the email address")
+        raise PasswordPolicyError("must not contain the name of the email address (the part before @)")
 
 
 def hash_password(password: str) -> str:
