@@ -6,7 +6,10 @@ Each value can be set from the environment, so Fly configs and local runs share 
 import os
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Without REDIS_URL, rate limits, credential caches and Retry-After pauses live in each process:
+# one gevent worker (which holds hundreds of streams) keeps them exact. With Redis they are
+# shared, and a second worker uses the second core.
+workers = int(os.environ.get("WEB_CONCURRENCY") or ("2" if os.environ.get("REDIS_URL", "").strip() else "1"))
 # gevent: a worker holds many open chat streams (each waits on its provider, not on a CPU),
 # and keeps client connections alive. `sync` and `gthread` remain available.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")

@@ -108,8 +108,8 @@ class Server:
 
 
 def start_server(database_url: str, instance: Path, log_dir: Path, *, probe_log: bool = False,
-                 workers: int = 2, **extra: str) -> Server:
-    """Start gunicorn on a free port and wait (bounded) until /health/live answers."""
+                 workers: int | None = 2, **extra: str) -> Server:
+    """(workers=None: gunicorn.conf.py's default, as an operator who sets nothing gets.)"""
     for _attempt in range(3):
         server = _spawn(database_url, instance, log_dir, probe_log, workers, extra)
         try:
@@ -124,8 +124,9 @@ def start_server(database_url: str, instance: Path, log_dir: Path, *, probe_log:
 
 def _spawn(database_url, instance, log_dir, probe_log, workers, extra) -> Server:
     port = free_port()
-    env = base_env(database_url, instance, PORT=str(port), HOST="127.0.0.1",
-                   WEB_CONCURRENCY=str(workers), **extra)
+    if workers is not None:
+        extra = {"WEB_CONCURRENCY": str(workers), **extra}
+    env = base_env(database_url, instance, PORT=str(port), HOST="127.0.0.1", **extra)
     if probe_log:
         env.update(GAIA_ACCESS_LOG="1", GUNICORN_CMD_ARGS=f"--access-logformat '{PROBE_LOG_FORMAT}'")
     log_path = log_dir / f"gunicorn-{port}.log"
@@ -221,7 +222,7 @@ class Deployment:
 
 
 @contextmanager
-def deployed(directory: Path, database_url: str, workers: int = 2, **settings: str):
+def deployed(directory: Path, database_url: str, workers: int | None = 2, **settings: str):
     """Migrate, make the admin, serve: what an operator does on a new database."""
     instance = directory / "instance"
     env = base_env(database_url, instance, **settings)
@@ -234,7 +235,7 @@ def deployed(directory: Path, database_url: str, workers: int = 2, **settings: s
     # The revocation test polls at ~50 requests/s, far past the default 60/minute per key:
     # lift the limit so that it measures revocation, not rate limiting.
     server = start_server(database_url, instance, directory, probe_log=True, workers=workers,
-                          RATE_LIMIT_DEFAULT="100000/minute", **settings)
+                          **{"RATE_LIMIT_DEFAULT": "100000/minute", **settings})
     try:
         yield Deployment(database_url, env, keys[0], server)
     finally:
@@ -515,3 +516,22 @@ def test_bad_configuration_stops_gunicorn(tmp_path):
     assert len(re.findall(r"Booting worker", output)) <= 2, output
     assert elapsed < 20, f"gunicorn took {elapsed:.1f} s to give up"
     assert not (tmp_path / "gaia.db").exists()
+
+
+def test_limits_are_exact_on_the_embedded_default(tmp_path):
+    """SQLite, no Redis, gunicorn's default worker count: a key gets exactly its limit, a
+    login exactly its tries, over many connections, and the 429 says when to come back."""
+    with deployed(tmp_path, f"sqlite:///{tmp_path / 'gaia.db'}", workers=None,
+                  RATE_LIMIT_DEFAULT="5/minute", AUTH_RATE_LIMIT="3/minute") as running:
+        answers = []
+        for _ in range(8):  # a new connection each time, as many clients would
+            answers.append(requests.get(running.server.url + "/api/v0.2/models", proxies=NO_PROXY,
+                                        headers={"X-API-Key": running.admin_key}, timeout=10))
+        assert [r.status_code for r in answers] == [200] * 5 + [429] * 3
+        assert 1 <= int(answers[-1].headers["Retry-After"]) <= 120
+        logins = [
+            requests.post(running.server.url + "/api/v0.2/auth/login", proxies=NO_PROXY, timeout=10,
+                          json={"email": "nobody@example.com", "password": "not the password"}).status_code
+            for _ in range(5)
+        ]
+        assert logins == [401] * 3 + [429] * 2

@@ -39,7 +39,8 @@ def test_limit_is_shared_across_processes_with_headers(limited, make):
     refused = second.test_client().get(MODELS, headers=key)
     assert refused.status_code == 429
     assert refused.content_type == "application/problem+json"
-    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    # The real wait: this window is full, so the next request fits 12 s into the next one.
+    assert 1 <= int(refused.headers["Retry-After"]) <= 72
     assert "5 per minute" in refused.get_json(force=True)["detail"]
 
 
@@ -129,8 +130,55 @@ def test_sliding_window_weighs_the_previous_window(monkeypatch, where, request):
     assert [window.hit(item, "k")[0] for _ in range(3)] == [True, True, False]
     assert window.hit(item, "other")[0] is True  # identities are counted apart
     clock[0] = 1200.0  # long idle: a fresh start
-    allowed, remaining, reset_at = window.hit(item, "k")
-    assert allowed and remaining == 3 and reset_at == 1260.0
+    allowed, remaining, reset_at, wait = window.hit(item, "k")
+    assert allowed and remaining == 3 and reset_at == 1260.0 and wait == 0
+
+
+@pytest.mark.parametrize("where", ["process", "redis"])
+def test_the_wait_given_on_a_refusal_is_the_real_one(monkeypatch, where, request):
+    """Retry-After once said 4 s, and the request sent then was told 60 s: the previous
+    window's share fades on. Whoever waits what they were told gets through; a second
+    earlier does not."""
+    from gaia_app.runtime import ratelimit
+    from gaia_app.runtime.ratelimit import LocalSlidingWindow, RedisSlidingWindow, parse_limit
+
+    def fresh():
+        if where == "redis":
+            return RedisSlidingWindow(request.getfixturevalue("redis_url"), f"test:{uuid.uuid4().hex}")
+        return LocalSlidingWindow()
+
+    clock = [1000.0]
+    monkeypatch.setattr(ratelimit.time, "time", lambda: clock[0])
+    item = parse_limit("10/minute")  # windows start at 960, 1020
+    for refused_at in (1000.0, 1019.0, 1025.0):
+        window = fresh()
+        clock[0] = 1000.0
+        assert all(window.hit(item, "k")[0] for _ in range(10))
+        clock[0] = refused_at
+        allowed, _remaining, _reset, wait = window.hit(item, "k")
+        assert not allowed and wait > 0
+        clock[0] = refused_at + wait - 1
+        assert window.hit(item, "k")[0] is False, (refused_at, wait)
+        clock[0] = refused_at + wait
+        assert window.hit(item, "k")[0] is True, (refused_at, wait)
+
+
+def test_retry_after_on_a_429_is_the_real_wait(database_url, tmp_path_factory, _session_app, make, monkeypatch):
+    from gaia_app.runtime import ratelimit
+
+    clock = [960.0 + 30]  # half way into a minute window
+    monkeypatch.setattr(ratelimit.time, "time", lambda: clock[0])
+    client = make_app(database_url, tmp_path_factory, RATE_LIMIT_DEFAULT="2/minute").test_client()
+    key = {"X-API-Key": make.key()}
+    assert [client.get(MODELS, headers=key).status_code for _ in range(2)] == [200, 200]
+    refused = client.get(MODELS, headers=key)
+    assert refused.status_code == 429
+    # 2 this window: the next fits once one of them has faded to half, 30 s into the next.
+    assert refused.headers["Retry-After"] == "60"
+    clock[0] += 59
+    assert client.get(MODELS, headers=key).status_code == 429
+    clock[0] += 1
+    assert client.get(MODELS, headers=key).status_code == 200
 
 
 def test_busy_keys_are_counted_in_batches_across_processes(redis_url):

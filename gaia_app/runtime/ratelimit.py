@@ -15,6 +15,7 @@ through and logs, `closed` answers 503.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -46,6 +47,22 @@ def parse_limit(text: str) -> RateLimitItem:
     return parse(text)
 
 
+def seconds_until_allowed(amount: int, period: float, start: float, now: float,
+                          previous: float, current: float) -> float:
+    """When the next request would fit, for a refused one: the weight of the previous window
+    fades as this one goes on, and in the next window this one's count becomes the fading
+    part. So a client that waits this long gets through, and one that comes sooner does not."""
+    room = amount - 1 - current  # what the previous window's weighted share may still be
+    if previous > 0 and room >= 0:
+        when = start + period * (1 - room / previous)
+    elif current <= amount - 1:
+        when = start + period
+    else:
+        when = start + period * (2 - (amount - 1) / current)
+    # A hair more, so that rounding in the weights never makes the answer early.
+    return max(when - now, 0.0) + 1e-6
+
+
 class LocalSlidingWindow:
     """The sliding-window counter of one process: this window's count plus the previous
     window's, weighted by how much of it still overlaps the last `period` seconds."""
@@ -55,7 +72,8 @@ class LocalSlidingWindow:
         self._lock = threading.Lock()
         self._next_sweep = time.monotonic() + 60
 
-    def hit(self, item: RateLimitItem, *identifiers: str) -> tuple[bool, int, float]:
+    def hit(self, item: RateLimitItem, *identifiers: str) -> tuple[bool, int, float, float]:
+        """(allowed, remaining, when this window ends, seconds until allowed when refused)."""
         period = item.get_expiry()
         now = time.time()
         start = now - now % period
@@ -72,9 +90,12 @@ class LocalSlidingWindow:
             if allowed:
                 window[1] += 1
                 used += 1
+                wait = 0.0
+            else:
+                wait = seconds_until_allowed(item.amount, period, start, now, window[2], window[1])
             if time.monotonic() > self._next_sweep:
                 self._sweep(now)
-        return allowed, int(item.amount - used), start + period
+        return allowed, int(item.amount - used), start + period, wait
 
     def _sweep(self, now: float) -> None:
         self._next_sweep = time.monotonic() + 60
@@ -86,7 +107,7 @@ class LocalSlidingWindow:
 # KEYS: this window's counter, the previous window's. ARGV: limit, the previous window's
 # weight, the counter's lifetime, requests this process already let through and has not
 # reported yet. Adds those, then counts this request if it fits.
-# Returns {allowed (0/1), requests counted, as a string}.
+# Returns {allowed (0/1), requests counted (a string), this window's count, the previous one's}.
 _SLIDING_WINDOW_LUA = """
 local pending = tonumber(ARGV[4])
 local current
@@ -99,12 +120,12 @@ end
 local previous = tonumber(redis.call('GET', KEYS[2]) or '0')
 local used = previous * tonumber(ARGV[2]) + current
 if used + 1 > tonumber(ARGV[1]) then
-  return {0, tostring(used)}
+  return {0, tostring(used), current, previous}
 end
 if redis.call('INCR', KEYS[1]) == 1 then
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
-return {1, tostring(used + 1)}
+return {1, tostring(used + 1), current + 1, previous}
 """
 
 # A process may let a key's requests through on its own and report them in one batch, every
@@ -133,32 +154,21 @@ class RedisSlidingWindow:
         self._local: dict[str, list] = {}
         self._lock = threading.Lock()
 
-    def hit(self, item: RateLimitItem, *identifiers: str) -> tuple[bool, int, float]:
+    def hit(self, item: RateLimitItem, *identifiers: str) -> tuple[bool, int, float, float]:
+        """(allowed, remaining, when this window ends, seconds until allowed when refused)."""
         period = item.get_expiry()
         now = time.time()
         start = int(now - now % period)
         base = f"{self.prefix}:{item.amount}/{period}:{':'.join(identifiers)}"
         batched = item.amount * SYNC_FRACTION >= 1
+        pending = 0
         if batched:
-            with self._lock:
-                state = self._local.get(base)
-                if (
-                    state is not None
-                    and state[0] == start
-                    and time.monotonic() - state[3] < SYNC_INTERVAL
-                    and state[2] < item.amount * SYNC_FRACTION
-                    and state[1] + state[2] + 1 <= item.amount
-                ):
-                    state[2] += 1
-                    return True, int(item.amount - state[1] - state[2]), float(start + period)
-                pending = state[2] if state is not None else 0
-                if state is not None:
-                    state[2] = 0
-        else:
-            pending = 0
+            remaining, pending = self._let_through_here(base, start, item)
+            if remaining is not None:
+                return True, remaining, float(start + period), 0.0
         weight = 1 - (now - start) / period
         try:
-            allowed, used = self.script(
+            allowed, used, current, previous = self.script(
                 keys=[f"{base}:{start}", f"{base}:{start - period}"],
                 args=[item.amount, f"{weight:.6f}", 2 * period, pending],
             )
@@ -174,7 +184,29 @@ class RedisSlidingWindow:
                 if len(self._local) > 10_000:
                     self._local.clear()
                 self._local[base] = [start, float(used), 0, time.monotonic()]
-        return bool(allowed), int(item.amount - float(used)), float(start + period)
+        wait = 0.0 if allowed else seconds_until_allowed(
+            item.amount, period, start, now, float(previous), float(current)
+        )
+        return bool(allowed), int(item.amount - float(used)), float(start + period), wait
+
+    def _let_through_here(self, base: str, start: int, item: RateLimitItem) -> tuple[int | None, int]:
+        """(remaining, when this process lets the request through unreported; else None, and
+        how many it let through since its last report, to report now)."""
+        with self._lock:
+            state = self._local.get(base)
+            if (
+                state is not None
+                and state[0] == start
+                and time.monotonic() - state[3] < SYNC_INTERVAL
+                and state[2] < item.amount * SYNC_FRACTION
+                and state[1] + state[2] + 1 <= item.amount
+            ):
+                state[2] += 1
+                return int(item.amount - state[1] - state[2]), 0
+            pending = state[2] if state is not None else 0
+            if state is not None:
+                state[2] = 0
+            return None, pending
 
 
 class RateLimitUnavailable(Unavailable):
@@ -194,7 +226,7 @@ class RateLimiter:
         """Count one request; raise 429 past the limit. None when the counter is unreachable."""
         item = parse_limit(limit or self.default)
         try:
-            allowed, remaining, reset_at = self.counter.hit(item, namespace, identity)
+            allowed, remaining, reset_at, wait = self.counter.hit(item, namespace, identity)
         except Exception as exc:
             if self.fail_open:
                 log.warning("rate limit storage unavailable, letting the request through: %s", exc)
@@ -206,7 +238,8 @@ class RateLimiter:
             ) from None
         state = RateLimitState(limit=item.amount, remaining=remaining, reset_at=reset_at)
         if not allowed:
-            retry_after = max(int(reset_at - time.time() + 0.999), 1)
+            # Whole seconds, rounded up (less what float rounding adds to an exact second).
+            retry_after = max(math.ceil(wait - 1e-3), 1)
             raise RateLimited(
                 f"Rate limit of {item.amount} per {_period(item)} exceeded; retry in {retry_after} s.",
                 headers={**state.headers(), "Retry-After": str(retry_after)},
