@@ -120,11 +120,16 @@ def _init_api(app: Flask):
     from flask_smorest import Api
     from flask_swagger_ui import get_swaggerui_blueprint
 
+    from gaia_app.blueprint import WireDocumentation
     from gaia_app.identity.decorator import register_security_schemes
-    from gaia_app.schemas import ProblemSchema
+    from gaia_app.schemas import OpenAIErrorSchema, ProblemSchema
 
     api = Api(app)
     api.spec.components.schema("Problem", schema=ProblemSchema)
+    api.spec.components.schema("OpenAIError", schema=OpenAIErrorSchema)
+    wire = WireDocumentation()
+    wire.init_spec(api.spec)
+    api.spec.plugins.append(wire)
     register_security_schemes(api.spec)
     app.register_blueprint(
         get_swaggerui_blueprint("/docs", f"{API_PREFIX}/openapi.json", config={"app_name": "Gaia API"})

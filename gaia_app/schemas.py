@@ -73,3 +73,16 @@ class JSONBoolean(fields.Boolean):
         if not isinstance(value, bool):
             raise self.make_error("invalid")
         return value
+
+
+class OpenAIErrorDetailSchema(Schema):
+    message = fields.String()
+    type = fields.String(metadata={"example": "invalid_request_error"})
+    param = fields.String(allow_none=True, metadata={"example": "max_tokens"})
+    code = fields.String(allow_none=True, metadata={"example": "model_not_found"})
+
+
+class OpenAIErrorSchema(Schema):
+    """OpenAI's error body: what every error under /v1 is."""
+
+    error = fields.Nested(OpenAIErrorDetailSchema)

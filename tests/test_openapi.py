@@ -49,3 +49,46 @@ def test_auth_service_is_documented(client):
     login = spec["paths"]["/api/v0.2/auth/login"]["post"]
     assert "requestBody" in login and "security" not in login
     assert "403" in spec["paths"]["/api/v0.2/users"]["get"]["responses"]
+
+
+def _operations(spec):
+    for path, methods in spec["paths"].items():
+        for method, operation in methods.items():
+            if isinstance(operation, dict) and "responses" in operation:
+                yield path, method, operation
+
+
+def test_every_operation_has_a_stable_unique_operation_id(client):
+    spec = client.get("/api/v0.2/openapi.json").get_json()
+    ids = [operation.get("operationId") for _, _, operation in _operations(spec)]
+    assert all(ids) and len(ids) == len(set(ids))
+    by_path = {(path, method): op["operationId"] for path, method, op in _operations(spec)}
+    assert by_path[("/api/v0.2/auth/login", "post")] == "auth.login"
+    assert by_path[("/v1/chat/completions", "post")] == "openai.chat_completions"
+
+
+def test_error_answers_are_documented_as_they_are_served(client):
+    """problem+json with the Problem schema; under /v1, OpenAI's error object."""
+    spec = client.get("/api/v0.2/openapi.json").get_json()
+    assert "OpenAIError" in spec["components"]["schemas"]
+    for path, method, operation in _operations(spec):
+        openai = path.startswith("/v1")
+        errors = {s: r for s, r in operation["responses"].items() if s == "default" or s[0] in "45"}
+        assert "default" in errors, (path, method)
+        for status, response in errors.items():
+            if openai:
+                assert response["content"] == {"application/json": {"schema": {"$ref": "#/components/schemas/OpenAIError"}}}, (path, status)
+            else:
+                assert response["content"] == {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}, (path, status)
+        if "requestBody" in operation:
+            assert {"400", "413", "415", "422"} <= set(operation["responses"]) or openai, (path, method)
+
+
+def test_a_documented_error_matches_the_served_one(client):
+    spec = client.get("/api/v0.2/openapi.json").get_json()
+    documented = spec["paths"]["/api/v0.2/auth/login"]["post"]["responses"]["422"]["content"]
+    served = client.post("/api/v0.2/auth/login", json={})
+    assert served.status_code == 422 and served.content_type in documented
+    served_v1 = client.post("/v1/chat/completions", json={})
+    assert served_v1.status_code == 401 and served_v1.content_type in \
+        spec["paths"]["/v1/chat/completions"]["post"]["responses"]["401"]["content"]
