@@ -29,7 +29,7 @@ class BodyParser(FlaskParser):
     def load_json(self, req, schema):
         if not is_json_request(req):
             raise UnsupportedMediaType("The request body must be JSON (Content-Type: application/json).")
-        data = req.get_data(cache=True)
+        data = json_body.request_body(req)
         if not data.strip():
             raise InvalidRequest("The request body is empty; send a JSON object ({} when no field is needed).")
         try:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 
+from werkzeug.exceptions import RequestEntityTooLarge
+
 from gaia_app.errors import InvalidField, InvalidRequest
 from gaia_app.schemas import text_problem
 
@@ -35,6 +37,16 @@ def _finite_float(text: str) -> float:
 
 def _no_constant(name: str):
     raise _NotFinite(name)
+
+
+def request_body(request) -> bytes:
+    """The body's bytes. A chunked body (no Content-Length) is cut at MAX_CONTENT_LENGTH while
+    it is read; one that reached the limit is refused as too large, not parsed as cut JSON."""
+    data = request.get_data(cache=True)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(data) >= limit:
+        raise RequestEntityTooLarge()
+    return data
 
 
 def loads(data: bytes | str, *, openai_paths: bool = False):

@@ -535,3 +535,19 @@ def test_limits_are_exact_on_the_embedded_default(tmp_path):
             for _ in range(5)
         ]
         assert logins == [401] * 3 + [429] * 2
+
+
+def test_a_chunked_body_past_the_limit_is_413(deployment):
+    """Without Content-Length (chunked), the limit still holds, as a 413, not as bad JSON."""
+    def chunks():
+        yield b'{"message": "'
+        for _ in range(2048):
+            yield b"x" * 1024
+        yield b'"}'
+
+    for path in (f"{API}/chat", "/v1/chat/completions"):
+        response = requests.post(
+            deployment.server.url + path, data=chunks(), proxies=NO_PROXY, timeout=30,
+            headers={"X-API-Key": deployment.admin_key, "Content-Type": "application/json"},
+        )
+        assert response.status_code == 413, (path, response.status_code, response.text[:300])

@@ -153,7 +153,7 @@ def chat_completions():
     if not request.is_json:
         raise UnsupportedMediaType("The request body must be JSON (Content-Type: application/json).")
     try:
-        body = json_body.loads(request.get_data(cache=True), openai_paths=True)
+        body = json_body.loads(json_body.request_body(request), openai_paths=True)
     except json.JSONDecodeError:
         raise InvalidRequest("We could not parse the JSON body of your request.") from None
     if not isinstance(body, dict):
