@@ -270,3 +270,17 @@ def test_find_persona_by_name_prefers_your_own(app, client, headers):
         assert str(persona_service.find_persona_by_name(users["alice@example.com"], "MU").id) == own_mu["id"]
         assert persona_service.find_persona_by_name(users["bob@example.com"], " mU ").id == DEFAULT_PERSONA_ID
         assert persona_service.find_persona_by_name(users["bob@example.com"], "Sage") is None
+
+
+def test_the_offline_provider_answers_as_the_chosen_persona(client, make):
+    """With only the built-in provider, choosing a persona still shows in the answers."""
+    key = {"X-API-Key": make.key()}
+    first = client.post("/api/v0.2/chat", json={"message": "Who are you?"}, headers=key).get_json()
+    assert first["response"].startswith("Mu here, a warm and curious companion")
+    smith = client.post("/api/v0.2/personas", headers=key, json={
+        "name": "Grimble", "system_prompt": "You are Grimble, a grumpy dwarven blacksmith. Be brief.",
+    }).get_json()
+    assert client.post("/api/v0.2/personas/set", json={"persona_id": smith["id"]}, headers=key).status_code == 200
+    second = client.post("/api/v0.2/chat", json={"message": "Who are you?"}, headers=key).get_json()
+    assert second["response"].startswith("Grimble here, a grumpy dwarven blacksmith.")
+    assert second["persona_id"] == smith["id"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import time
 from collections.abc import Iterator
 
@@ -62,6 +63,22 @@ MODELS = (
 )
 
 
+# "You are Mu, a warm and curious companion ..." -> ("Mu", "a warm and curious companion")
+_PERSONA_RE = re.compile(r"\bYou are ([A-Z][\w'-]*(?: [A-Z][\w'-]*)?)(?:, ([^.,;:!?\n]{3,80}))?")
+
+
+def _introduction(messages) -> str | None:
+    """The persona introducing itself, from the system prompt: so an offline demo shows whom
+    the conversation is with, and that choosing another persona changes the answers."""
+    for message in messages:
+        if message.role == "system":
+            found = _PERSONA_RE.search(message.content)
+            if found:
+                name, what = found.group(1), found.group(2)
+                return f"{name} here, {what.strip()}." if what else f"{name} here."
+    return None
+
+
 class LocalProvider:
     capabilities = ("chat", "streaming")
 
@@ -93,7 +110,8 @@ class LocalProvider:
         rng = random.Random(digest)
         words: list[str] = []
         finish = "stop"
-        for sentence in rng.sample(_SENTENCES, k=rng.randint(1, 3)):
+        introduction = _introduction(request.messages)
+        for sentence in ([introduction] if introduction else []) + rng.sample(_SENTENCES, k=rng.randint(1, 3)):
             for word in sentence.split(" "):
                 if count_tokens(" ".join(words + [word])) > limit:
                     finish = "length"
