@@ -250,16 +250,28 @@ def _summary(errors: list[dict]) -> str:
     return "; ".join(parts[:5]) + ("; ..." if len(parts) > 5 else "")
 
 
-class _Validation(APIError):
-    status = 422
-    type = "/problems/validation"
-    title = "Validation failed"
+class _Validation(InvalidField):
+    """The schemas' field problems, several at once."""
+
+    def __init__(self, detail: str, *, errors: list[dict], headers: Mapping[str, str]):
+        APIError.__init__(self, detail, errors=errors, headers=headers)
 
 
-class _MalformedJSON(APIError):
-    status = 400
+class _MalformedJSON(InvalidRequest):
     type = "/problems/malformed-json"
     title = "Malformed JSON"
+
+
+class _HTTPError(APIError):
+    """A plain HTTP error (routing 404/405, 413, ...): its status is the exception's."""
+
+    def __init__(self, status: int, detail: str, *, headers: Mapping[str, str]):
+        super().__init__(detail, headers=headers)
+        self.status = status
+
+
+class _DatabaseUnavailable(Unavailable):
+    type = "/problems/database-unavailable"
 
 
 def _http_exception_as_error(error: HTTPException) -> APIError:
@@ -279,8 +291,7 @@ def _http_exception_as_error(error: HTTPException) -> APIError:
         405: f"{request.method} is not allowed on {request.path}.",
         413: f"The request body is larger than the {request.max_content_length} bytes accepted.",
     }.get(error.code, error.description or "")
-    plain = type("HTTPError", (APIError,), {"status": error.code or 500})
-    return plain(detail, headers=headers)
+    return _HTTPError(error.code or 500, detail, headers=headers)
 
 
 def _handle_api_error(error: APIError) -> Response:
@@ -304,8 +315,7 @@ def _handle_database_error(error: DBAPIError) -> Response:
         ))
     if isinstance(error, OperationalError):
         log.error("database unavailable during %s %s: %s", request.method, request.path, error.orig)
-        unavailable = type("DatabaseUnavailable", (Unavailable,), {"type": "/problems/database-unavailable"})
-        return render(unavailable(
+        return render(_DatabaseUnavailable(
             "The database is unavailable; try again shortly.", headers={"Retry-After": "5"}
         ))
     return _handle_unexpected(error)

@@ -13,7 +13,7 @@ MAX_EMAIL_LENGTH = 320
 def normalize_email(email: str | None) -> str:
     """The stored form of `email`; `InvalidField("email")` when it cannot be an address."""
     email = (email or "").strip().lower()
-    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL_RE.match(email):
+    if not is_valid_email(email):
         raise InvalidField("email", f"{email!r} is not a valid email address.")
     return email
 
