@@ -54,7 +54,12 @@ class Blueprint(SmorestBlueprint):
 
 
 class WireDocumentation(BasePlugin):
-    """Error answers as they are served: problem+json, or OpenAI's shape under /v1."""
+    """Error answers as they are served: problem+json, or OpenAI's shape under /v1; and the
+    rules a schema enforces across fields (`json_schema_extra`, such as "exactly one of")."""
+
+    def schema_helper(self, name, definition, schema=None, **kwargs):
+        extra = getattr(schema, "json_schema_extra", None)
+        return dict(extra) if extra else None
 
     def operation_helper(self, path=None, operations=None, **kwargs):
         openai = path == OPENAI_PREFIX or (path or "").startswith(OPENAI_PREFIX + "/")
@@ -65,6 +70,8 @@ class WireDocumentation(BasePlugin):
             if "requestBody" in operation or openai:
                 for status, meaning in _BODY_ANSWERS.items():
                     responses.setdefault(status, {"description": meaning})
+            if "{" in (path or ""):
+                responses.setdefault("404", {"description": "No such object, or not one of yours"})
             for status, response in list(responses.items()):
                 if status != "default" and not str(status).startswith(("4", "5")):
                     continue

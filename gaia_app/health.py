@@ -185,6 +185,11 @@ def health():
 
 
 @blp.route("/health/live")
-@blp.doc(summary="Liveness: answers without touching anything")
+@blp.doc(summary="Liveness: answers without touching anything", responses={"200": {
+    "description": "The process answers",
+    "content": {"application/json": {"schema": {
+        "type": "object", "required": ["status"], "properties": {"status": {"enum": ["alive"]}},
+    }}},
+}})
 def live():
     return jsonify({"status": "alive"})

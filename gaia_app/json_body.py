@@ -5,6 +5,10 @@ Every JSON body (through the schemas' parser and through `/v1`) is read by `read
   nested a thousand levels deep would otherwise raise RecursionError inside the parser;
 - NaN, Infinity and numbers beyond a double's range are refused (400): they are not JSON,
   PostgreSQL refuses them, and stored in SQLite they would make every later read invalid JSON;
+  so are integers beyond 64 bits, which no column stores (and thousands of digits would cost
+  the parser quadratic time before Python's own digit limit raised);
+- an object with the same key twice is refused (400): one of the two values would be dropped
+  without a word;
 - a string (or key) with NUL or a lone surrogate is refused as a field error (422, 400 under
   `/v1`) naming its path, since no database or provider stores it.
 A body that is not JSON at all raises `json.JSONDecodeError`, which each caller answers in its
@@ -22,10 +26,18 @@ from gaia_app.errors import InvalidField, InvalidRequest
 from gaia_app.schemas import text_problem
 
 MAX_DEPTH = 32
+INT_LIMIT = 2**63
+_INT_MAX_CHARS = len(str(INT_LIMIT)) + 1  # a sign and the digits
 
 
 class _NotFinite(ValueError):
     pass
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
 
 
 def _finite_float(text: str) -> float:
@@ -37,6 +49,26 @@ def _finite_float(text: str) -> float:
 
 def _no_constant(name: str):
     raise _NotFinite(name)
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > _INT_MAX_CHARS:
+        raise _NotFinite(text)
+    value = int(text)
+    if not -INT_LIMIT <= value < INT_LIMIT:
+        raise _NotFinite(text)
+    return value
+
+
+def _object_without_duplicates(pairs: list) -> dict:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return found
 
 
 def request_body(request) -> bytes:
@@ -57,11 +89,15 @@ def loads(data: bytes | str, *, openai_paths: bool = False):
         except UnicodeDecodeError as exc:
             raise json.JSONDecodeError(f"not UTF-8: {exc.reason}", repr(data[:40]), exc.start) from None
     try:
-        value = json.loads(data, parse_float=_finite_float, parse_constant=_no_constant)
+        value = json.loads(data, parse_float=_finite_float, parse_int=_bounded_int,
+                           parse_constant=_no_constant, object_pairs_hook=_object_without_duplicates)
     except _NotFinite:
         raise InvalidRequest(
-            "Numbers must be finite: NaN, Infinity and numbers beyond about 1.8e308 are not accepted."
+            "Numbers must be finite: NaN, Infinity, numbers beyond about 1.8e308 and integers "
+            "beyond 64 bits are not accepted."
         ) from None
+    except _DuplicateKey as exc:
+        raise InvalidRequest(f"The key {json.dumps(exc.key)} appears twice in one object.") from None
     except RecursionError:
         raise _too_deep() from None
     _check(value, openai_paths)

@@ -1,6 +1,6 @@
 """Schemas shared by every service (the problem body, common query arguments)."""
 
-from marshmallow import Schema, ValidationError, fields
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
 
 def text_problem(value: str) -> str | None:
@@ -32,13 +32,34 @@ class FieldProblemSchema(Schema):
 
 
 class ProblemSchema(Schema):
-    """RFC 9457 problem details: the body of every error response."""
+    """RFC 9457 problem details: the body of every error response. Like the RFC, it allows
+    extension members; the ones Gaia sends are documented here."""
+
+    class Meta:
+        unknown = INCLUDE
 
     type = fields.String(metadata={"example": "/problems/validation"})
     title = fields.String(metadata={"example": "Validation failed"})
     status = fields.Integer(metadata={"example": 422})
     detail = fields.String()
     errors = fields.List(fields.Nested(FieldProblemSchema))
+    available = fields.List(
+        fields.String(), metadata={"description": "For an unknown model or provider: the ones there are"}
+    )
+
+
+# Documentation of a rule a validator enforces in another way (JSON Schema patterns search,
+# they are not anchored): the text has a character that is not white space.
+NOT_BLANK = {"pattern": r"\S"}
+
+
+def cursor_field() -> fields.Field:
+    """`?cursor=`: what a list's `next_cursor` gave out (base64url)."""
+    return SafeString(
+        validate=[validate.Length(max=200),
+                  validate.Regexp(r"^[A-Za-z0-9_-]*$", error="The cursor is not one this API gave out.")],
+        metadata={"description": "The `next_cursor` of the previous page"},
+    )
 
 
 # Body fields take JSON's own types: a client that sends "10", 10.5 or "yes" is told so,

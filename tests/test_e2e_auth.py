@@ -42,7 +42,7 @@ def test_a_player_signs_up_makes_a_key_rotates_and_revokes_it(service):
     me = call(service, "GET", "/auth/me", token=tokens["access_token"])
     assert me.status_code == 200 and me.json()["auth_type"] == "jwt"
 
-    created = call(service, "POST", "/keys", token=tokens["access_token"], json={"name": "unity"})
+    created = call(service, "POST", "/keys", token=tokens["access_token"], json={"name": "unity", "expires_at": None})
     assert created.status_code == 201
     key = created.json()
     for _ in range(6):
@@ -91,7 +91,7 @@ def test_deactivation_by_an_admin_reaches_every_worker(service):
 
 def test_rate_limit_is_shared_by_all_workers(service):
     created = call(service, "POST", "/keys", key=service.admin_key,
-                   json={"name": "limited", "rate_limit": "8/minute"}).json()
+                   json={"name": "limited", "expires_at": None, "rate_limit": "8/minute"}).json()
     statuses = [call(service, "GET", "/models", key=created["key"]).status_code for _ in range(10)]
     assert statuses == [200] * 8 + [429] * 2
     refused = call(service, "GET", "/models", key=created["key"])

@@ -135,3 +135,37 @@ def test_account_body_fields_take_json_types(client, make):
     body = problem_of(client.post("/api/v0.2/users", json={"email": "x@example.com", "is_admin": "true"},
                                   headers=admin), 422)
     assert body["errors"][0]["field"] == "is_admin"
+
+
+@pytest.mark.parametrize("number", ["1" * 5000, "-" + "9" * 4400, "9223372036854775808", "-9223372036854775809"])
+def test_integers_beyond_64_bits_are_refused_everywhere(client, key, number):
+    """Thousands of digits raised ValueError inside the parser: a 500 before any check."""
+    persona = '{"name": "Odd", "system_prompt": "Be odd.", "traits": {"mood": %s}}' % number
+    assert "64 bits" in problem_of(client.post(PERSONAS, data=persona, headers=key), 400)["detail"]
+    v1 = '{"model": "gaia-local", "max_tokens": %s, "messages": [{"role": "user", "content": "hi"}]}' % number
+    response = client.post(COMPLETIONS, data=v1, headers=key)
+    assert response.status_code == 400 and "64 bits" in response.get_json()["error"]["message"]
+
+
+def test_the_64_bit_bounds_themselves_are_read(client, key):
+    persona = {"name": "Edges", "system_prompt": "Be exact.",
+               "traits": {"high": 2**63 - 1, "low": -(2**63)}}
+    created = client.post(PERSONAS, data=json.dumps(persona), headers=key)
+    assert created.status_code == 201, created.get_data(as_text=True)
+    assert created.get_json()["traits"] == {"high": 2**63 - 1, "low": -(2**63)}
+
+
+@pytest.mark.parametrize("body", [
+    '{"name": "Twice", "name": "Again", "system_prompt": "x"}',
+    '{"name": "Inner", "system_prompt": "x", "traits": {"mood": 1, "mood": 2}}',
+])
+def test_a_key_given_twice_is_refused_not_half_kept(client, key, body):
+    detail = problem_of(client.post(PERSONAS, data=body, headers=key), 400)["detail"]
+    assert "appears twice" in detail
+    assert client.get(PERSONAS, headers=key).get_json()["total"] == 1  # only Mu
+
+
+def test_a_key_given_twice_is_an_openai_400_under_v1(client, key):
+    data = '{"model": "gaia-local", "model": "gaia-local-mini", "messages": [{"role": "user", "content": "hi"}]}'
+    response = client.post(COMPLETIONS, data=data, headers=key)
+    assert response.status_code == 400 and "appears twice" in response.get_json()["error"]["message"]

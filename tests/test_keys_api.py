@@ -28,7 +28,7 @@ def session(client):
 
 def test_create_shows_the_key_once_and_it_works(app, client, session):
     headers = session()
-    created = client.post(KEYS, json={"name": "unity-client"}, headers=headers)
+    created = client.post(KEYS, json={"name": "unity-client", "expires_at": None}, headers=headers)
     assert created.status_code == 201
     body = created.get_json()
     key = body["key"]
@@ -49,11 +49,11 @@ def test_create_shows_the_key_once_and_it_works(app, client, session):
 def test_scopes_and_expiry_on_creation(timed_app, clock):
     client = timed_app.test_client()
     headers = sign_up(client)
-    chat_only = client.post(KEYS, json={"name": "npc", "scopes": ["chat"]}, headers=headers).get_json()
+    chat_only = client.post(KEYS, json={"name": "npc", "expires_at": None, "scopes": ["chat"]}, headers=headers).get_json()
     assert chat_only["scopes"] == ["chat"]
     assert client.get(MODELS, headers={"X-API-Key": chat_only["key"]}).status_code == 200
-    problem_of(client.post(KEYS, json={"name": "x", "scopes": ["admin"]}, headers=headers), 403)
-    problem_of(client.post(KEYS, json={"name": "x", "scopes": ["root"]}, headers=headers), 422)
+    problem_of(client.post(KEYS, json={"name": "x", "expires_at": None, "scopes": ["admin"]}, headers=headers), 403)
+    problem_of(client.post(KEYS, json={"name": "x", "expires_at": None, "scopes": ["root"]}, headers=headers), 422)
     past = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
     problem_of(client.post(KEYS, json={"name": "x", "expires_at": past}, headers=headers), 422)
     soon = (clock.now() + timedelta(seconds=1)).isoformat()
@@ -76,7 +76,7 @@ def test_malformed_key_requests_are_422(client, session, payload):
 
 def test_revoke_takes_effect_and_is_idempotent(client, session):
     headers = session()
-    created = client.post(KEYS, json={"name": "k"}, headers=headers).get_json()
+    created = client.post(KEYS, json={"name": "k", "expires_at": None}, headers=headers).get_json()
     assert client.get(MODELS, headers={"X-API-Key": created["key"]}).status_code == 200
     assert client.delete(f"{KEYS}/{created['id']}", headers=headers).status_code == 204
     # The same process learns of it at once (the cache entry is dropped on commit).
@@ -89,7 +89,7 @@ def test_revoke_takes_effect_and_is_idempotent(client, session):
 def test_rotate_keeps_the_old_key_for_the_grace_period(timed_app, clock):
     client = timed_app.test_client()
     headers = sign_up(client)
-    old = client.post(KEYS, json={"name": "game", "scopes": ["chat"]}, headers=headers).get_json()
+    old = client.post(KEYS, json={"name": "game", "expires_at": None, "scopes": ["chat"]}, headers=headers).get_json()
     rotated = client.post(f"{KEYS}/{old['id']}/rotate", json={"grace_seconds": 2}, headers=headers)
     assert rotated.status_code == 201
     new = rotated.get_json()
@@ -111,7 +111,7 @@ def test_rotate_keeps_the_old_key_for_the_grace_period(timed_app, clock):
 
 def test_rotate_without_grace_stops_the_old_key_at_once(client, session):
     headers = session()
-    old = client.post(KEYS, json={"name": "game"}, headers=headers).get_json()
+    old = client.post(KEYS, json={"name": "game", "expires_at": None}, headers=headers).get_json()
     client.post(f"{KEYS}/{old['id']}/rotate", json={"grace_seconds": 0}, headers=headers)
     problem_of(client.get(MODELS, headers={"X-API-Key": old["key"]}), 401)
     problem_of(client.post(f"{KEYS}/{old['id']}/rotate", json={"grace_seconds": -1}, headers=headers), 422)
@@ -120,7 +120,7 @@ def test_rotate_without_grace_stops_the_old_key_at_once(client, session):
 def test_someone_elses_key_is_404_everywhere(client, session):
     alice = session("alice@example.com")
     bob = session("bob@example.com")
-    alices = client.post(KEYS, json={"name": "mine"}, headers=alice).get_json()
+    alices = client.post(KEYS, json={"name": "mine", "expires_at": None}, headers=alice).get_json()
     for response in (
         client.get(f"{KEYS}/{alices['id']}", headers=bob),
         client.delete(f"{KEYS}/{alices['id']}", headers=bob),
@@ -135,8 +135,8 @@ def test_someone_elses_key_is_404_everywhere(client, session):
 
 
 def test_a_plain_api_key_cannot_manage_keys(client, session):
-    created = client.post(KEYS, json={"name": "k"}, headers=session()).get_json()
-    body = problem_of(client.post(KEYS, json={"name": "more"}, headers={"X-API-Key": created["key"]}), 403)
+    created = client.post(KEYS, json={"name": "k", "expires_at": None}, headers=session()).get_json()
+    body = problem_of(client.post(KEYS, json={"name": "more", "expires_at": None}, headers={"X-API-Key": created["key"]}), 403)
     assert "session" in body["detail"]
     problem_of(client.get(KEYS), 401)
 
@@ -146,7 +146,7 @@ def test_admin_key_manages_anyones_keys(client, session, make):
     carol_key = make.key("carol@example.com")
     make.user("root@example.com", admin=True)
     admin = {"X-API-Key": make.key("root@example.com", scopes=["admin"])}
-    with_limit = client.post(KEYS, json={"name": "bot", "rate_limit": "5/minute"}, headers=admin)
+    with_limit = client.post(KEYS, json={"name": "bot", "expires_at": None, "rate_limit": "5/minute"}, headers=admin)
     assert with_limit.status_code == 201 and with_limit.get_json()["rate_limit"] == "5/minute"
     carol_id = client.get("/api/v0.2/auth/me", headers={"X-API-Key": carol_key}).get_json()["id"]
     listed = client.get(f"{KEYS}?user_id={carol_id}", headers=admin).get_json()["keys"]
@@ -156,12 +156,12 @@ def test_admin_key_manages_anyones_keys(client, session, make):
 
 
 def test_only_admins_set_rate_limits(client, session):
-    problem_of(client.post(KEYS, json={"name": "k", "rate_limit": "9999/second"}, headers=session()), 403)
+    problem_of(client.post(KEYS, json={"name": "k", "expires_at": None, "rate_limit": "9999/second"}, headers=session()), 403)
 
 
 def test_key_list_is_paginated(client, session):
     headers = session()
-    made = [client.post(KEYS, json={"name": f"k{i}"}, headers=headers).get_json()["id"] for i in range(5)]
+    made = [client.post(KEYS, json={"name": f"k{i}", "expires_at": None}, headers=headers).get_json()["id"] for i in range(5)]
     seen, cursor = [], None
     while True:
         url = f"{KEYS}?limit=2" + (f"&cursor={cursor}" if cursor else "")
@@ -174,3 +174,23 @@ def test_key_list_is_paginated(client, session):
     assert seen == made
     problem_of(client.get(f"{KEYS}?cursor=garbage", headers=headers), 422)
     problem_of(client.get(f"{KEYS}?limit=0", headers=headers), 422)
+
+
+def test_a_session_must_decide_when_its_key_expires(client, session, make):
+    """A key outlives the session that made it: with a JWT, `expires_at` (a time or null) is
+    required; with a key, leaving it out still means a key that never expires."""
+    headers = session()
+    body = problem_of(client.post(KEYS, json={"name": "undecided"}, headers=headers), 422)
+    assert body["errors"][0]["field"] == "expires_at" and "null" in body["detail"]
+    assert client.get(KEYS, headers=headers).get_json()["keys"] == []
+
+    forever = client.post(KEYS, json={"name": "forever", "expires_at": None}, headers=headers)
+    assert forever.status_code == 201 and forever.get_json()["expires_at"] is None
+    later = (datetime.now(timezone.utc) + timedelta(days=30)).isoformat()
+    dated = client.post(KEYS, json={"name": "dated", "expires_at": later}, headers=headers)
+    assert dated.status_code == 201 and dated.get_json()["expires_at"]
+
+    make.user("admin@example.com", admin=True)
+    admin_key = make.key("admin@example.com", scopes=["admin"])
+    by_key = client.post(KEYS, json={"name": "by-key"}, headers={"X-API-Key": admin_key})
+    assert by_key.status_code == 201 and by_key.get_json()["expires_at"] is None

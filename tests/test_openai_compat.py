@@ -294,6 +294,9 @@ BAD_REQUESTS = {
     "messages-not-a-list": ({"messages": "hi there"}, "messages"),
     "bad-role": ({"messages": [{"role": "tool", "content": "x"}, *USER]}, "messages[0]"),
     "no-role": ({"messages": [{"content": "hi"}]}, "messages[0]"),
+    # An object or array as the role was a 500 (unhashable in the role lookup).
+    "object-role": ({"messages": [{"role": {}, "content": "hi"}, *USER]}, "messages[0]"),
+    "array-role": ({"messages": [{"role": ["user"], "content": "hi"}, *USER]}, "messages[0]"),
     "message-not-an-object": ({"messages": ["hi"]}, "messages[0]"),
     "image-content": ({"messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}}]}]}, "messages[0].content"),

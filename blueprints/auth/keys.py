@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 
 from gaia_app import accounts
-from gaia_app.errors import InsufficientScope, NotFound
+from gaia_app.errors import InsufficientScope, InvalidField, NotFound
 from gaia_app.extensions import db
 from gaia_app.identity.principal import Principal
 from gaia_app.identity.scopes import ADMIN, DEFAULT_SCOPES
@@ -58,11 +58,26 @@ def list_keys(principal: Principal, now: datetime, *, user_id: uuid.UUID | None,
     return {"keys": [key_view(key, now) for key in rows], "next_cursor": next_cursor}
 
 
+# `expires_at` absent, as opposed to null (a key that never expires).
+EXPIRY_NOT_GIVEN = object()
+
+
 def create_key(principal: Principal, settings, now: datetime, *, name: str,
-               scopes: list[str] | None = None, expires_at: datetime | None = None,
+               scopes: list[str] | None = None, expires_at=EXPIRY_NOT_GIVEN,
                rate_limit: str | None = None) -> dict:
-    """A new key for the caller; the only answer that ever holds the key itself."""
+    """A new key for the caller; the only answer that ever holds the key itself.
+
+    A key made with a session's token (a JWT) must say when it expires, null included: a
+    session ends at logout or a password change, a key outlives it, so that is decided, not
+    defaulted (docs/decisions.md). A key made with a key may leave it out (never expires).
+    """
     key_manager(principal)
+    if expires_at is EXPIRY_NOT_GIVEN:
+        if principal.auth_type == "jwt":
+            raise InvalidField("expires_at", "A key made with a signed-in session's token outlives "
+                               "the session: give `expires_at` (a future time), or null for a key "
+                               "that never expires.")
+        expires_at = None
     scopes = scopes or [scope for scope in DEFAULT_SCOPES if principal.allows(scope)]
     beyond = [scope for scope in scopes if not principal.allows(scope)]
     if beyond:

@@ -5,20 +5,40 @@ from datetime import timezone
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from gaia_app.identity.passwords import MAX_LENGTH as MAX_PASSWORD
-from gaia_app.schemas import JSONBoolean, JSONInteger, SafeString
+from gaia_app.identity.emails import MAX_EMAIL_LENGTH
+from gaia_app.identity.passwords import MAX_LENGTH as MAX_PASSWORD, MIN_LENGTH as MIN_PASSWORD
+from gaia_app.schemas import JSONBoolean, JSONInteger, SafeString, cursor_field
 from gaia_app.identity.scopes import SCOPES
 
 RATE_PATTERN = r"^\d{1,7}/(second|minute|hour|day)$"
 
 
+def _email(**kwargs) -> fields.Field:
+    return SafeString(validate=validate.Length(min=3, max=MAX_EMAIL_LENGTH),
+                      metadata={"format": "email"}, **kwargs)
+
+
+def _new_password(**kwargs) -> fields.Field:
+    """A password being set: the policy's length here (and in the document); the rest of the
+    policy (not common, not the email's name) is checked where the email is known."""
+    return SafeString(
+        validate=validate.Length(min=MIN_PASSWORD, max=MAX_PASSWORD,
+                                 error="Must be at least {min} and at most {max} characters."),
+        metadata={"description": f"{MIN_PASSWORD} to {MAX_PASSWORD} characters, not a common "
+                                 "password, not containing the email's name (the part before @)"},
+        **kwargs,
+    )
+
+
 class CredentialsSchema(Schema):
-    email = SafeString(required=True, validate=validate.Length(min=3, max=320))
+    email = _email(required=True)
     # Longer than the policy allows is refused here, before any hashing work.
     password = SafeString(required=True, validate=validate.Length(min=1, max=MAX_PASSWORD))
 
 
-class RegisterSchema(CredentialsSchema):
+class RegisterSchema(Schema):
+    email = _email(required=True)
+    password = _new_password(required=True)
     name = SafeString(validate=validate.Length(max=200))
 
 
@@ -34,6 +54,8 @@ class LogoutSchema(RefreshSchema):
 
 
 class ValidateSchema(Schema):
+    json_schema_extra = {"oneOf": [{"required": ["token"]}, {"required": ["api_key"]}]}
+
     token = SafeString(validate=validate.Length(min=1, max=8192))
     api_key = SafeString(validate=validate.Length(min=1, max=200))
 
@@ -108,7 +130,12 @@ class KeyCreateSchema(Schema):
     scopes = fields.List(
         SafeString(validate=validate.OneOf(SCOPES)), validate=validate.Length(min=1, max=len(SCOPES))
     )
-    expires_at = fields.AwareDateTime(default_timezone=timezone.utc)
+    expires_at = fields.AwareDateTime(
+        default_timezone=timezone.utc, allow_none=True,
+        metadata={"description": "In the future; null for a key that never expires. Required "
+                                 "(a time or null) when the key is made with a signed-in session's "
+                                 "token: a key outlives the session"},
+    )
     rate_limit = SafeString(validate=validate.Regexp(RATE_PATTERN))
 
 
@@ -118,7 +145,7 @@ class KeyRotateSchema(Schema):
 
 class PageQuerySchema(Schema):
     limit = fields.Integer(validate=validate.Range(min=1, max=200))
-    cursor = SafeString(validate=validate.Length(max=200))
+    cursor = cursor_field()
 
 
 class KeyListQuerySchema(PageQuerySchema):
@@ -131,7 +158,7 @@ class KeyListSchema(Schema):
 
 
 class UserListQuerySchema(PageQuerySchema):
-    email = SafeString(validate=validate.Length(max=320))
+    email = SafeString(validate=validate.Length(max=MAX_EMAIL_LENGTH))
 
 
 class UserListSchema(Schema):
@@ -140,14 +167,14 @@ class UserListSchema(Schema):
 
 
 class UserCreateSchema(Schema):
-    email = SafeString(required=True, validate=validate.Length(min=3, max=320))
+    email = _email(required=True)
     name = SafeString(validate=validate.Length(max=200))
-    password = SafeString(validate=validate.Length(min=1, max=MAX_PASSWORD))
+    password = _new_password()
     is_admin = JSONBoolean(load_default=False)
 
 
 class UserUpdateSchema(Schema):
     name = SafeString(validate=validate.Length(max=200))
-    password = SafeString(validate=validate.Length(min=1, max=MAX_PASSWORD))
+    password = _new_password()
     is_admin = JSONBoolean()
     is_active = JSONBoolean()

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from marshmallow import Schema, ValidationError, fields, pre_dump, validate, validates_schema
 
 from blueprints.chat.conversations import DEFAULT_MESSAGE_LIMIT, MAX_MESSAGE_LIMIT
-from gaia_app.schemas import SafeString
+from gaia_app.schemas import NOT_BLANK, SafeString, cursor_field
 
 MAX_TRAITS = 32
 MAX_TRAITS_BYTES = 8 * 1024
@@ -36,11 +36,11 @@ def _traits_fit(traits: dict) -> None:
 
 
 def _name(**kwargs) -> fields.Field:
-    return StrippedString(validate=validate.Length(min=1, max=100), **kwargs)
+    return StrippedString(validate=validate.Length(min=1, max=100), metadata=NOT_BLANK, **kwargs)
 
 
 def _system_prompt(**kwargs) -> fields.Field:
-    return SafeString(validate=[validate.Length(min=1, max=16000), _has_text], **kwargs)
+    return SafeString(validate=[validate.Length(min=1, max=16000), _has_text], metadata=NOT_BLANK, **kwargs)
 
 
 def _traits() -> fields.Field:
@@ -114,7 +114,7 @@ class SetPersonaSchema(Schema):
 
 class ConversationListQuerySchema(Schema):
     limit = fields.Integer(validate=validate.Range(min=1, max=200))
-    cursor = SafeString(validate=validate.Length(max=200))
+    cursor = cursor_field()
 
 
 class ConversationCreateSchema(Schema):

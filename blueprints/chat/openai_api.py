@@ -18,6 +18,13 @@ from werkzeug.exceptions import UnsupportedMediaType
 from blueprints.chat import exchange as exchanges
 from blueprints.chat import personas, routing
 from blueprints.chat.exchange import Exchange
+from blueprints.chat.openai_schemas import (
+    STREAM_DESCRIPTION,
+    OpenAIChatCompletionRequestSchema,
+    OpenAIChatCompletionSchema,
+    OpenAIModelObjectListSchema,
+    OpenAIModelObjectSchema,
+)
 from blueprints.chat.streaming import ChunkWriter, StreamOutcome
 from gaia_app import json_body
 from gaia_app.blueprint import Blueprint
@@ -59,7 +66,8 @@ def _messages(body: dict) -> list[ChatMessage]:
     found = []
     for index, message in enumerate(raw):
         param = f"messages[{index}]"
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
+        role = message.get("role") if isinstance(message, dict) else None
+        if not isinstance(role, str) or role not in ROLES:
             raise _invalid(f"{param} needs a role: system, developer, user or assistant.", param)
         content = message.get("content")
         if isinstance(content, list):
@@ -73,7 +81,7 @@ def _messages(body: dict) -> list[ChatMessage]:
             raise _invalid(f"{param}.content: {problem}", f"{param}.content")
         if len(content) > llm.max_message_chars:
             raise _invalid(f"{param}.content is longer than {llm.max_message_chars} characters.", f"{param}.content")
-        found.append(ChatMessage(ROLES[message["role"]], content))
+        found.append(ChatMessage(ROLES[role], content))
     if not any(m.role == "user" for m in found):
         raise _invalid("'messages' needs at least one user message.", "messages")
     return found
@@ -147,7 +155,15 @@ def _prepare(body: dict) -> tuple[Exchange, str, bool]:
 
 @blp.route("/chat/completions", methods=["POST"])
 @require_auth("chat")
-@blp.doc(summary="Create a chat completion (OpenAI-compatible)")
+@blp.doc(
+    summary="Create a chat completion (OpenAI-compatible)",
+    requestBody={"required": True, "content": {"application/json": {"schema": OpenAIChatCompletionRequestSchema}}},
+    responses={"200": {
+        "description": "The completion; " + STREAM_DESCRIPTION,
+        "content": {"application/json": {"schema": OpenAIChatCompletionSchema},
+                    "text/event-stream": {"schema": {"type": "string"}}},
+    }},
+)
 def chat_completions():
     """OpenAI's Chat Completions API, streamed (`"stream": true`) or not."""
     if not request.is_json:
@@ -203,7 +219,9 @@ def _model_entries() -> list[dict]:
 
 @blp.route("/models")
 @require_auth("chat")
-@blp.doc(summary="List models (OpenAI-compatible), personas included as persona:<name>")
+@blp.doc(summary="List models (OpenAI-compatible), personas included as persona:<name>",
+         responses={"200": {"description": "The models",
+                            "content": {"application/json": {"schema": OpenAIModelObjectListSchema}}}})
 def list_models():
     """Every model of every configured provider, and `persona:<name>` for each persona."""
     return {"object": "list", "data": _model_entries()}
@@ -211,7 +229,9 @@ def list_models():
 
 @blp.route("/models/<path:model_id>")
 @require_auth("chat")
-@blp.doc(summary="Retrieve a model (OpenAI-compatible)")
+@blp.doc(summary="Retrieve a model (OpenAI-compatible)",
+         responses={"200": {"description": "The model",
+                            "content": {"application/json": {"schema": OpenAIModelObjectSchema}}}})
 def get_model(model_id: str):
     for entry in _model_entries():
         if entry["id"] == model_id:

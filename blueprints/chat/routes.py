@@ -76,6 +76,10 @@ def get_model(model_id: str):
 @blp.arguments(ChatRequestSchema())
 @blp.response(200, ChatResponseSchema)
 @blp.doc(responses={
+    "200": {"description": "The answer, or its stream", "content": {"application/json": {"schema": ChatResponseSchema}, "text/event-stream": {"schema": {
+        "type": "string",
+        "description": "With `\"stream\": true`: `chat.completion.chunk` events, then `data: [DONE]`",
+    }}}},
     "404": {"description": "Unknown model, provider, persona or conversation"},
     "429": {"description": "Rate limited here, or by the provider (with Retry-After)"},
     "502": {"description": "The provider failed or answered garbage"},

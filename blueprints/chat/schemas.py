@@ -3,7 +3,7 @@ conversations have theirs in `library_schemas`."""
 
 from marshmallow import RAISE, Schema, fields, validate
 
-from gaia_app.schemas import JSONBoolean, JSONInteger, JSONNumber, SafeString
+from gaia_app.schemas import NOT_BLANK, JSONBoolean, JSONInteger, JSONNumber, SafeString
 
 CAPABILITIES = ("chat", "streaming", "vision", "tools", "embeddings")
 
@@ -62,7 +62,9 @@ class ChatRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    message = SafeString(required=True, metadata={"description": "The user's new message."})
+    # Blank and too long (CHAT_MAX_MESSAGE_CHARS) are refused by the chat service.
+    message = SafeString(required=True, validate=validate.Length(min=1),
+                         metadata={"description": "The user's new message (not blank).", **NOT_BLANK})
     model = SafeString(
         validate=validate.Length(min=1, max=200),
         metadata={"description": "A model id, or `provider/model`; the deployment's default if absent."},

@@ -8,7 +8,20 @@ blp = Blueprint("gateway", __name__, description="Entry point")
 
 
 @blp.route("/")
-@blp.doc(summary="What this deployment serves, and where to read about it")
+@blp.doc(summary="What this deployment serves, and where to read about it", responses={"200": {
+    "description": "The deployment",
+    "content": {"application/json": {"schema": {
+        "type": "object",
+        "required": ["name", "environment", "version", "services", "links"],
+        "properties": {
+            "name": {"type": "string"},
+            "environment": {"type": "string"},
+            "version": {"type": "string"},
+            "services": {"type": "array", "items": {"type": "string"}},
+            "links": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    }}},
+}})
 def index():
     settings = gaia().settings
     return {
