@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     TypeDecorator,
     Uuid,
 )
@@ -221,3 +223,75 @@ class UsageEvent(db.Model):
     latency_ms: Mapped[float] = mapped_column(Float)
     first_token_ms: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Asset(db.Model):
+    """A generated file and what is known of it. Made with its job (status "pending"); the
+    file arrives when the job succeeds. Files are stored by content hash (`storage_key`), so
+    two assets with the same bytes share one file."""
+
+    __tablename__ = "assets"
+    __table_args__ = (
+        Index("ix_assets_user_created", "user_id", "created_at", "id"),
+        Index("ix_assets_sha256", "sha256"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    category: Mapped[str] = mapped_column(String(16))  # image, texture, audio, model3d
+    format: Mapped[str] = mapped_column(String(8))  # png, wav, glb
+    description: Mapped[str] = mapped_column(Text)
+    style: Mapped[str | None] = mapped_column(String(200))
+    provider: Mapped[str] = mapped_column(String(64))
+    # "pending" until its job succeeds, then "ready"; "failed" when the job failed or was cancelled.
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    content_type: Mapped[str | None] = mapped_column(String(64))
+    storage_key: Mapped[str | None] = mapped_column(String(300))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # What the generator says of the file: width/height, duration_s, vertices ...
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+    cost: Mapped[float | None] = mapped_column(Float)  # USD
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class AssetJob(db.Model):
+    """The system of record of one generation: committed before any task is sent, claimed
+    by one worker at a time under a lease, and moved only by conditional updates."""
+
+    __tablename__ = "asset_jobs"
+    __table_args__ = (
+        Index("ix_asset_jobs_user_created", "user_id", "created_at", "id"),
+        # The sweeper's look-up: unfinished jobs by when their lease runs out.
+        Index("ix_asset_jobs_status_lease", "status", "lease_expires_at"),
+        UniqueConstraint("user_id", "idempotency_key", name="uq_asset_jobs_user_idempotency_key"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    asset_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("assets.id", ondelete="CASCADE"))
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
+    # queued, running, succeeded, failed, cancelled
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    # What was asked (category, description, style, options, seed, provider, max_cost).
+    request: Mapped[dict] = mapped_column(JSON, default=dict)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    error_kind: Mapped[str | None] = mapped_column(String(40))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The worker that holds the job, and until when; a job whose lease ran out is sent again.
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A transient failure waits until then before its next attempt.
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -165,6 +165,8 @@ def _reset(app) -> None:
         db.session.remove()
         with db.engine.begin() as connection:
             connection.execute(text("DELETE FROM usage_events"))
+            connection.execute(text("DELETE FROM asset_jobs"))
+            connection.execute(text("DELETE FROM assets"))
             connection.execute(text("DELETE FROM messages"))
             connection.execute(text("DELETE FROM conversations"))
             connection.execute(text("DELETE FROM user_persona_preferences"))
