@@ -1,0 +1,1 @@
+"""Asset generators: the interface, the built-in one and the external providers' adapters."""
