@@ -74,3 +74,12 @@ def post_fork(server, worker):
             libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_FROM_BYTES)
     except OSError:
         pass
+
+
+def post_worker_init(worker):
+    """On the embedded default (no Redis), asset jobs run in this process: start their runner
+    now, so jobs left queued or running by a previous process are taken up without waiting
+    for a new request. With Redis, Celery workers run them and this does nothing."""
+    state = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("gaia")
+    if state is not None and "asset" in state.settings.services:
+        state.assets.start_background()

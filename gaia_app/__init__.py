@@ -61,7 +61,17 @@ def create_app(
     _register_services(app, api, settings)
     _init_security(app, settings)
     _init_errors_and_cli(app)
+    _init_celery(app, settings)
     return app
+
+
+def _init_celery(app: Flask, settings) -> None:
+    """With Redis, asset jobs go through Celery: set it up here, the documented Flask way.
+    (Without Redis they run in this process, and Celery is never loaded.)"""
+    if settings.redis_url and "asset" in settings.services:
+        from gaia_app.celery_app import celery_init_app
+
+        celery_init_app(app)
 
 
 class NoCookieSessions(SessionInterface):
@@ -140,6 +150,7 @@ def _init_api(app: Flask):
 def _init_state(app: Flask, settings, api, clock: Clock) -> None:
     from gaia_app.database import MigrationInfo
     from gaia_app.identity.authenticator import Authenticator
+    from gaia_app.jobs.runtime import AssetRuntime
     from gaia_app.providers import build_registry
     from gaia_app.runtime.invalidation import InvalidationBus
     from gaia_app.runtime.last_used import LastUsedRecorder
@@ -160,6 +171,7 @@ def _init_state(app: Flask, settings, api, clock: Clock) -> None:
         providers=build_registry(settings.llm, clock),
         migrations=MigrationInfo(MIGRATIONS_DIR),
         api=api,
+        assets=AssetRuntime(app, settings.assets, redis_url=settings.redis_url),
     )
 
 

@@ -1,16 +1,53 @@
-"""Celery the documented Flask way: tasks run inside an app context of the same factory."""
+"""Celery the documented Flask way: tasks run inside an app context of the same factory.
+
+`create_app` calls `celery_init_app` when REDIS_URL is set and the process serves assets (or
+is a worker), so a route's send goes to Redis; without Redis, jobs run in the web process
+(`gaia_app.jobs.dispatch.InlineDispatcher`) and Celery is never loaded.
+
+The settings below are the ones job reliability rests on (docs/decisions.md, "Asset jobs"):
+- acknowledge late and reject on worker loss, so a task whose pool child died (SIGKILL, OOM)
+  goes back to the queue instead of being lost; prefetch 1, so a busy worker does not hold
+  messages other workers could run;
+- the Redis transport redelivers an unacknowledged message after `visibility_timeout`: it is
+  set well above any job's run time and countdown, and a redelivered message for a job that
+  is running or done finds nothing to claim;
+- task events on (`worker_send_task_events`, `task_send_sent_event`), so Flower shows jobs.
+A worker also runs the jobs' sweeper (`tasks.assets`, on `worker_ready`).
+"""
 
 from __future__ import annotations
 
-from celery import Celery, Task
-from celery.signals import worker_process_init
+import threading
+
 from flask import Flask
 
 from gaia_app.state import gaia
 
+_lock = threading.Lock()
 
-def celery_init_app(app: Flask) -> Celery:
-    settings = gaia(app).settings
+
+def celery_settings(redis_url: str | None) -> dict:
+    """Every Celery setting, lowercase, in one place."""
+    return {
+        "broker_url": redis_url or "memory://",
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": 3600},
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "imports": ("tasks.assets",),
+    }
+
+
+def celery_init_app(app: Flask):
+    from celery import Celery, Task
 
     class FlaskTask(Task):
         def __call__(self, *args, **kwargs):
@@ -18,19 +55,25 @@ def celery_init_app(app: Flask) -> Celery:
                 return self.run(*args, **kwargs)
 
     celery_app = Celery(app.name, task_cls=FlaskTask)
-    broker = settings.redis_url or "memory://"
-    celery_app.config_from_object({
-        "broker_url": broker,
-        "result_backend": settings.redis_url,
-        "task_ignore_result": True,
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        "broker_connection_retry_on_startup": True,
-        "imports": ("tasks",),
-    })
+    celery_app.config_from_object(celery_settings(gaia(app).settings.redis_url))
     celery_app.set_default()
+    celery_app.flask_app = app  # for worker signals (tasks.assets starts the sweeper)
     app.extensions["celery"] = celery_app
+    _connect_worker_signals(app)
+    return celery_app
+
+
+def celery_for(app: Flask):
+    """The app's Celery, made on first use where the factory did not make it."""
+    found = app.extensions.get("celery")
+    if found is None:
+        with _lock:
+            found = app.extensions.get("celery") or celery_init_app(app)
+    return found
+
+
+def _connect_worker_signals(app: Flask) -> None:
+    from celery.signals import worker_process_init
 
     @worker_process_init.connect(weak=False)
     def _dispose_engine_after_fork(**_kwargs):
@@ -39,5 +82,3 @@ def celery_init_app(app: Flask) -> Celery:
 
         with app.app_context():
             db.engine.dispose(close=False)
-
-    return celery_app

@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError
 
 from gaia_app.constants import __version__
 from gaia_app.environment import ConfigError, number
+from gaia_app.jobs.settings import AssetSettings, load_asset_settings
 from gaia_app.providers.settings import LLMSettings, load_llm_settings
 
 SERVICES = ("gateway", "auth", "chat", "asset")
@@ -54,6 +55,7 @@ class Settings:
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     llm: LLMSettings = field(default_factory=LLMSettings)
+    assets: AssetSettings = field(default_factory=AssetSettings)
     database_pool_size: int = 20
     database_max_overflow: int = 10
 
@@ -207,6 +209,7 @@ def load_settings(env: Mapping[str, str], instance_path: Path, project_root: Pat
             if env.get(f"{name.upper()}_SERVICE_URL", "").strip()
         },
         llm=load_llm_settings(env),
+        assets=load_asset_settings(env),
         database_pool_size=int(number(env, "DATABASE_POOL_SIZE", 20, minimum=1)),
         database_max_overflow=int(number(env, "DATABASE_MAX_OVERFLOW", 10)),
         **_auth_settings(env, environment, redis_url),

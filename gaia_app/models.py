@@ -291,6 +291,8 @@ class AssetJob(db.Model):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # A transient failure waits until then before its next attempt.
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When a message for it was last sent: a queued job unclaimed long after is sent again.
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

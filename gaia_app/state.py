@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from gaia_app.config import Settings
     from gaia_app.database import MigrationInfo
     from gaia_app.identity.authenticator import Authenticator
+    from gaia_app.jobs.runtime import AssetRuntime
     from gaia_app.providers import ProviderRegistry
     from gaia_app.runtime.clock import Clock
     from gaia_app.runtime.invalidation import InvalidationBus
@@ -39,6 +40,7 @@ class GaiaState:
     providers: ProviderRegistry
     migrations: MigrationInfo
     api: Api
+    assets: AssetRuntime
     # What a service keeps for itself (e.g. chat's persona cache), by service name.
     services: dict[str, object] = field(default_factory=dict)
     # Serialized listings that change only with configuration (see blueprints.chat.catalog).

@@ -24,7 +24,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gaia_app.generators.base import Cancelled, GeneratedFile, GenerationRequest, GeneratorError, OptionError
+from gaia_app.generators.base import (
+    Cancelled, GeneratedFile, GenerationRequest, GeneratorError, GeneratorSettings, OptionError,
+)
 from gaia_app.generators.builtin import KIND, BuiltinGenerator, keywords
 from gaia_app.generators.procedural_audio import SOUNDS
 from gaia_app.generators.procedural_mesh import SHAPE_WORDS, Mesh, build_mesh, glb_bytes
@@ -361,8 +363,9 @@ def test_an_unknown_category_is_refused_and_generate_rechecks_options():
 def test_the_kind_declares_the_generator():
     assert (KIND.id, KIND.name, KIND.key_variable) == ("builtin", "Built-in (offline)", None)
     assert set(KIND.categories) == {"image", "texture", "audio", "model3d"}
-    generator = KIND.factory(None)
+    generator = KIND.factory(GeneratorSettings(id="builtin"))
     assert isinstance(generator, BuiltinGenerator) and generator.categories == KIND.categories
+    assert KIND.factory(GeneratorSettings(id="builtin", latency_ms=30)).latency_ms == 30
     assert generator.cost(GenerationRequest("image", "sky", 1)) == 0.0
 
 
@@ -485,3 +488,12 @@ def test_the_validator_reports_a_broken_model(gltf_validator, tmp_path):
     material = {"pbrMetallicRoughness": {"baseColorFactor": [1.0, 1.0, 1.0, 1.0]}}
     reports = validate(gltf_validator, {"broken": glb_bytes(broken, material, "broken")}, tmp_path)
     assert reports["broken"]["numErrors"] > 0
+
+
+def test_simulated_latency_takes_its_time_and_reports_progress_on_the_way():
+    seen = []
+    generator = BuiltinGenerator(latency_ms=200)
+    started = time.monotonic()
+    made = generator.generate(GenerationRequest("audio", "beep", 1, options={"duration": 0.2}), lambda p, m=None: seen.append(p))
+    assert time.monotonic() - started >= 0.2 and made.data.startswith(b"RIFF")
+    assert seen[:10] == [5 + 4 * step for step in range(10)]

@@ -133,6 +133,8 @@ class GeneratorSettings:
     task_timeout: float = 900.0
     # The largest file accepted from a provider.
     max_download_bytes: int = 50 * 1024 * 1024
+    # Simulated time a file takes (the built-in generator: demos, and tests of slow jobs).
+    latency_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -149,3 +151,5 @@ class GeneratorKind:
     fallback_key_variable: str | None = None
     url_variable: str | None = None
     default_base_url: str | None = None
+    # Milliseconds of simulated latency (`GeneratorSettings.latency_ms`), where supported.
+    latency_variable: str | None = None

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -96,6 +97,17 @@ class BuiltinGenerator:
     name = "Built-in (offline)"
     categories: tuple[str, ...] = tuple(CATEGORY_FORMATS)
 
+    def __init__(self, latency_ms: float = 0.0) -> None:
+        self.latency_ms = latency_ms
+
+    def _simulate_latency(self, progress: Progress) -> None:
+        """Take `latency_ms` like a remote provider would, in steps that report progress (so a
+        slow job can be cancelled, and its lease renewed, on its way)."""
+        steps = 10
+        for step in range(steps):
+            time.sleep(self.latency_ms / 1000.0 / steps)
+            progress(5 + step * 4)
+
     def check_options(self, category: str, options: Mapping[str, Any]) -> dict[str, Any]:
         if category not in OPTIONS:
             raise OptionError("category", f"the built-in generator does not make {category!r}")
@@ -122,6 +134,8 @@ class BuiltinGenerator:
         from gaia_app.generators.procedural_mesh import make_model
         from gaia_app.generators.procedural_texture import make_texture
 
+        if self.latency_ms:
+            self._simulate_latency(progress)
         words = keywords(request.description, request.style)
         rng = seeded_rng(request)
         category = request.category
@@ -140,5 +154,6 @@ KIND = GeneratorKind(
     id="builtin",
     name="Built-in (offline)",
     categories=tuple(CATEGORY_FORMATS),
-    factory=lambda settings: BuiltinGenerator(),
+    factory=lambda settings: BuiltinGenerator(latency_ms=settings.latency_ms),
+    latency_variable="ASSET_BUILTIN_LATENCY_MS",
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from gaia_app.environment import number
 from gaia_app.generators import builtin, elevenlabs, meshy, openai_images, stability
 from gaia_app.generators.base import Generator, GeneratorKind, GeneratorSettings
 
@@ -29,7 +30,9 @@ def configured_settings(env: Mapping[str, str]) -> list[GeneratorSettings]:
             if not key:
                 continue
         base_url = (env.get(kind.url_variable) or "").strip() if kind.url_variable else ""
-        found.append(GeneratorSettings(id=kind.id, api_key=key, base_url=base_url or kind.default_base_url))
+        latency = number(env, kind.latency_variable, 0.0) if kind.latency_variable else 0.0
+        found.append(GeneratorSettings(id=kind.id, api_key=key, base_url=base_url or kind.default_base_url,
+                                       latency_ms=latency))
     return found
 
 

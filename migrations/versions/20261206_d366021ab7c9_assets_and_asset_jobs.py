@@ -60,6 +60,7 @@ def upgrade():
     sa.Column('lease_owner', sa.String(length=200), nullable=True),
     sa.Column('lease_expires_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('not_before', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('dispatched_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
