@@ -1,23 +1,24 @@
-"""Operator commands: `flask --app wsgi create-admin | keys ... | users ...`.
+"""Operator commands: `flask --app wsgi create-admin | keys ... | users ... | jobs ...`.
 
 A key is printed once, when it is made, and never again: only its hash is kept.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from datetime import datetime, timedelta, timezone
 
 import click
 from flask import Flask
-from flask.cli import AppGroup, with_appcontext
-from sqlalchemy.exc import DBAPIError
+from flask.cli import AppGroup
 
 from gaia_app import accounts
+from gaia_app.cli_errors import database_command
+from gaia_app.cli_errors import fail as _fail
 from gaia_app.errors import APIError
-from gaia_app.extensions import db, is_missing_schema
+from gaia_app.extensions import db
 from gaia_app.identity.scopes import SCOPES
+from gaia_app.jobs.cli import jobs_cli
 from gaia_app.state import gaia
 
 keys_cli = AppGroup("keys", help="Create, list and revoke API keys.")
@@ -29,29 +30,6 @@ MAX_KEY_LIFETIME = timedelta(days=3650)
 
 def _settings():
     return gaia().settings
-
-
-def _fail(message: str) -> None:
-    db.session.rollback()
-    raise click.ClickException(message)
-
-
-def database_command(command):
-    """Run in an app context, and turn a missing schema or database into one clear line."""
-
-    @functools.wraps(command)
-    def run(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except DBAPIError as exc:
-            db.session.rollback()
-            if is_missing_schema(exc):
-                raise click.ClickException(
-                    "the database has no Gaia schema: run `flask --app wsgi db upgrade` first"
-                ) from None
-            raise click.ClickException(f"database error: {str(exc.orig).strip().splitlines()[0]}") from None
-
-    return with_appcontext(run)
 
 
 def _parse_expiry(expires_in: str | None, expires_at: str | None) -> datetime | None:
@@ -229,3 +207,4 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(create_admin_command)
     app.cli.add_command(keys_cli)
     app.cli.add_command(users_cli)
+    app.cli.add_command(jobs_cli)

@@ -263,6 +263,8 @@ class AssetJob(db.Model):
     __tablename__ = "asset_jobs"
     __table_args__ = (
         Index("ix_asset_jobs_user_created", "user_id", "created_at", "id"),
+        # An asset's job (its page, and the cascade when the asset is deleted).
+        Index("ix_asset_jobs_asset_id", "asset_id"),
         # The sweeper's look-up: unfinished jobs by when their lease runs out.
         Index("ix_asset_jobs_status_lease", "status", "lease_expires_at"),
         UniqueConstraint("user_id", "idempotency_key", name="uq_asset_jobs_user_idempotency_key"),

@@ -8,8 +8,10 @@ Exit status 0 only when every named check passes; each failure is printed with t
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import struct
 import sys
 import time
 import urllib.error
@@ -154,22 +156,68 @@ def check_chat(client: Client) -> str:
     return f"{answered}, streamed (first token {first_ms:.0f} ms), /v1 answered"
 
 
+ASSET_REQUESTS = {
+    "image": "a red sunset over mountains",
+    "texture": "mossy stone wall",
+    "audio": "coin pickup",
+    "model3d": "a wooden crate",
+}
+
+
 def check_assets(client: Client) -> str:
+    """One file of each category, made, downloaded and checked (type, size, hash, header)."""
     client.need_key()
-    status, body, _ = client.request(
-        "POST", "/api/v0.2/assets/generate", {"category": "image", "description": "smoke test tile"}
-    )
-    _expect(status == 202, f"/api/v0.2/assets/generate is {status}: {body}")
-    job = body["job_id"]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status, job_body, _ = client.request("GET", f"/api/v0.2/jobs/{job}")
-        _expect(status == 200, f"/api/v0.2/jobs/{job} is {status}: {job_body}")
-        if job_body.get("status") in ("succeeded", "failed", "cancelled"):
-            _expect(job_body["status"] == "succeeded", f"job {job} {job_body['status']}: {job_body.get('error')}")
-            return f"job {job} succeeded"
-        time.sleep(1)
-    raise CheckFailed(f"job {job} did not finish within 60 s")
+    jobs = {}
+    for category, description in ASSET_REQUESTS.items():
+        status, body, _ = client.request("POST", "/api/v0.2/assets/generate",
+                                         {"category": category, "description": description})
+        _expect(status == 202, f"generate {category} is {status}: {body}")
+        jobs[category] = body
+    deadline = time.monotonic() + 120
+    waiting = dict(jobs)
+    while waiting and time.monotonic() < deadline:
+        for category, job in list(waiting.items()):
+            status, body, _ = client.request("GET", f"/api/v0.2/jobs/{job['job_id']}")
+            _expect(status == 200, f"/api/v0.2/jobs/{job['job_id']} is {status}: {body}")
+            if body.get("status") in ("succeeded", "failed", "cancelled"):
+                _expect(body["status"] == "succeeded", f"{category} job {body['status']}: {body.get('error')}")
+                del waiting[category]
+        time.sleep(0.25 if waiting else 0)
+    _expect(not waiting, f"jobs not finished within 120 s: {', '.join(waiting)}")
+    made = [_check_asset_file(client, category, job["asset_id"]) for category, job in jobs.items()]
+    return ", ".join(made)
+
+
+def _check_asset_file(client: Client, category: str, asset_id: str) -> str:
+    status, asset, _ = client.request("GET", f"/api/v0.2/assets/{asset_id}")
+    _expect(status == 200 and asset.get("status") == "ready", f"asset {asset_id} is {status}: {asset}")
+    request = urllib.request.Request(f"{client.base_url}/api/v0.2/assets/{asset_id}/file",
+                                     headers={"X-API-Key": client.api_key or ""})
+    try:
+        with urllib.request.urlopen(request, timeout=client.timeout) as response:
+            content_type, data = response.headers.get("Content-Type", ""), response.read()
+    except (urllib.error.URLError, OSError) as error:
+        raise CheckFailed(f"downloading {category} asset {asset_id}: {error}") from None
+    _expect(len(data) == asset["size_bytes"], f"{category}: {len(data)} bytes, metadata says {asset['size_bytes']}")
+    _expect(hashlib.sha256(data).hexdigest() == asset["sha256"], f"{category}: the file's SHA-256 differs")
+    _expect(content_type.startswith(asset["content_type"]), f"{category}: served as {content_type}")
+    problem = _file_problem(asset["format"], data)
+    _expect(problem is None, f"{category} file: {problem}")
+    return f"{category} {asset['format']} {len(data)} B"
+
+
+def _file_problem(file_format: str, data: bytes) -> str | None:
+    """What is wrong with the file's header, or None."""
+    if file_format == "png":
+        ok = data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+        return None if ok else "not a PNG"
+    if file_format == "wav":
+        return None if data[:4] == b"RIFF" and data[8:12] == b"WAVE" else "not a WAV"
+    if file_format == "glb":
+        magic, version, length = struct.unpack_from("<4sII", data) if len(data) >= 12 else (b"", 0, 0)
+        ok = magic == b"glTF" and version == 2 and length == len(data)
+        return None if ok else "not a binary glTF 2.0"
+    return f"unknown format {file_format}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ an abandoned job; a transient failure sends the task again after the job's backo
 from __future__ import annotations
 
 from celery import shared_task
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
 
 from gaia_app.jobs.dispatch import TASK_NAME, Sweeper, runner_identity
 from gaia_app.jobs.runner import run_job
@@ -41,3 +41,13 @@ def start_sweeper(sender, **_kwargs) -> None:
 def stop_sweeper(**_kwargs) -> None:
     while _sweepers:
         _sweepers.pop().stop()
+
+
+@worker_process_shutdown.connect
+def close_publisher(**_kwargs) -> None:
+    """A pool child's last events are sent before it exits (it may skip exit handlers)."""
+    from celery import current_app
+
+    app = getattr(current_app, "flask_app", None)
+    if app is not None:
+        gaia(app).assets.close()

@@ -290,3 +290,48 @@ def test_a_sweeper_round_runs_what_it_finds(app):
     stale = new_job(app, dispatched_at=gaia(app).clock.now() - timedelta(hours=2))
     assert Sweeper(app, gaia(app).settings.assets, sent.append).sweep_once() == [str(stale)]
     assert sent == [str(stale)]
+
+
+class SilentGenerator(ScriptedGenerator):
+    """Waits without a word, as a provider call does (no progress until it answers)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def generate(self, request, progress):
+        self.calls += 1
+        time.sleep(self.seconds)
+        return GeneratedFile(data=b"\x89PNG\r\n\x1a\nsilent", format="png")
+
+
+def test_the_heartbeat_keeps_a_silent_job_from_being_taken_over(database_url, tmp_path_factory, _session_app):
+    """A generator quiet for three leases keeps its job: the heartbeat renews the lease (a
+    heartbeat without the app's context once failed every renewal, and the job was taken
+    over and paid for again and again)."""
+    app = make_app(database_url, tmp_path_factory, ASSET_JOB_LEASE_SECONDS="0.3")
+    silent = SilentGenerator(1.0)
+    gaia(app).assets.use(events=RecordingEvents(), generators={"scripted": silent})
+    job_id = new_job(app, provider="scripted")
+    first = threading.Thread(target=run, args=(app, job_id))
+    first.start()
+    time.sleep(0.1)
+    rivals = []
+    while first.is_alive():
+        rivals.append(run(app, job_id, owner="rival").status)
+        time.sleep(0.1)
+    first.join()
+    assert set(rivals) == {"skipped"} and silent.calls == 1
+    job = job_row(app, job_id)
+    assert (job.status, job.attempts) == ("succeeded", 1)
+
+
+def test_a_job_whose_worker_died_on_every_attempt_fails_instead_of_looping(app, recorder):
+    past = gaia(app).clock.now() - timedelta(seconds=1)
+    job_id = new_job(app, status="running", lease_owner="died", lease_expires_at=past, attempts=3, max_attempts=3)
+    assert run(app, job_id).status == "failed"
+    job = job_row(app, job_id)
+    assert (job.status, job.error_kind, job.attempts) == ("failed", "worker_lost", 3)
+    assert asset_of(app, job_id).status == "failed"
+    assert recorder.subjects(job_id) == [events.FAILED]
+    assert run(app, job_id).status == "skipped"

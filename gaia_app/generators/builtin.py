@@ -29,8 +29,8 @@ from gaia_app.generators.base import (
 if TYPE_CHECKING:
     import numpy as np
 
-# numpy, Pillow and the procedural modules load with the first file made: a web process
-# checks options and costs with this module without paying for them.
+# numpy, Pillow and the procedural modules load when the generator is built: importing this
+# module (the kinds table, settings) does not pay for them.
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,14 @@ class BuiltinGenerator:
 
     def __init__(self, latency_ms: float = 0.0) -> None:
         self.latency_ms = latency_ms
+        # Loaded with the generator (the first asset request), not with this module, and not
+        # first in a job's thread, where another thread could meet a half-imported numpy.
+        from gaia_app.generators import procedural_audio, procedural_image, procedural_mesh, procedural_texture
+
+        self._makers = {
+            "image": procedural_image.make_image, "texture": procedural_texture.make_texture,
+            "audio": procedural_audio.make_audio, "model3d": procedural_mesh.make_model,
+        }
 
     def _simulate_latency(self, progress: Progress) -> None:
         """Take `latency_ms` like a remote provider would, in steps that report progress (so a
@@ -129,24 +137,20 @@ class BuiltinGenerator:
             options = self.check_options(request.category, request.options)
         except OptionError as error:
             raise GeneratorError(self.id, "rejected", f"{error.option}: {error.message}") from error
-        from gaia_app.generators.procedural_audio import make_audio
-        from gaia_app.generators.procedural_image import make_image
-        from gaia_app.generators.procedural_mesh import make_model
-        from gaia_app.generators.procedural_texture import make_texture
-
         if self.latency_ms:
             self._simulate_latency(progress)
         words = keywords(request.description, request.style)
         rng = seeded_rng(request)
         category = request.category
+        make = self._makers[category]
         if category == "image":
-            data, metadata = make_image(words, rng, options["width"], options["height"], progress)
+            data, metadata = make(words, rng, options["width"], options["height"], progress)
         elif category == "texture":
-            data, metadata = make_texture(words, rng, options["size"], progress)
+            data, metadata = make(words, rng, options["size"], progress)
         elif category == "audio":
-            data, metadata = make_audio(words, rng, options["duration"], options["sample_rate"], progress)
+            data, metadata = make(words, rng, options["duration"], options["sample_rate"], progress)
         else:
-            data, metadata = make_model(words, rng, options["detail"], progress)
+            data, metadata = make(words, rng, options["detail"], progress)
         return GeneratedFile(data=data, format=CATEGORY_FORMATS[category], metadata=metadata, cost=0.0)
 
 

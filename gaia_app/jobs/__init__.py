@@ -7,5 +7,6 @@
 - `runner`: one attempt at one job (claim, lease, generate, store, finish);
 - `dispatch`: how a job reaches a runner (Celery through Redis, or threads of this process
   on the embedded default) and the sweeper that re-sends jobs whose worker or message died;
-- `events`: `asset.generation.*` to NATS, or to the log.
+- `events`: `asset.generation.*` to NATS (`nats_events`), or to the log;
+- `cli`: `flask jobs list|show|retry|cancel|sweep`.
 """

@@ -174,8 +174,12 @@ class InlineDispatcher:
         self._submit(job_id)
 
     def _submit(self, job_id: str) -> None:
-        if not self._closed:
+        if self._closed:
+            return
+        try:
             self._pool.submit(self._run, job_id)
+        except RuntimeError:  # the interpreter is exiting: the next process takes the job up
+            log.info("job %s not started: this process is shutting down", job_id)
 
     def _run(self, job_id: str) -> None:
         from gaia_app.jobs.runner import run_job

@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from flask import current_app
 from sqlalchemy import or_, update
 
 from gaia_app.extensions import db
@@ -59,9 +60,10 @@ def run_job(job_id: str, owner: str) -> Outcome:
         job_uuid = uuid.UUID(str(job_id))
     except ValueError:
         return Outcome("skipped")
-    if not _claim(job_uuid, owner, state.clock.now(), state.settings.assets.lease_seconds):
+    now = state.clock.now()
+    if not _claim(job_uuid, owner, now, state.settings.assets.lease_seconds):
         db.session.rollback()
-        return Outcome("skipped")
+        return _give_up_if_abandoned_too_often(job_uuid, now)
     db.session.commit()
     job = db.session.get(AssetJob, job_uuid)
     if job is None:
@@ -75,13 +77,47 @@ def _claim(job_id: uuid.UUID, owner: str, now: datetime, lease_seconds: float) -
         update(AssetJob)
         .where(AssetJob.id == job_id, AssetJob.cancel_requested.is_(False),
                or_((AssetJob.status == "queued") & due,
-                   (AssetJob.status == "running") & (AssetJob.lease_expires_at < now)))
+                   _abandoned(now) & (AssetJob.attempts < AssetJob.max_attempts)))
         .values(status="running", lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds),
                 attempts=AssetJob.attempts + 1, started_at=db.func.coalesce(AssetJob.started_at, now),
                 not_before=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     return taken.rowcount == 1
+
+
+def _abandoned(now: datetime):
+    return (AssetJob.status == "running") & (AssetJob.lease_expires_at < now)
+
+
+def _give_up_if_abandoned_too_often(job_id: uuid.UUID, now: datetime) -> Outcome:
+    """A job whose worker died on each of its attempts (killed, out of memory) is not taken
+    over forever: it fails, saying so."""
+    failed = db.session.execute(
+        update(AssetJob).where(AssetJob.id == job_id, _abandoned(now), AssetJob.attempts >= AssetJob.max_attempts)
+        .values(status="failed", error_kind="worker_lost", finished_at=now, lease_owner=None,
+                lease_expires_at=None, updated_at=now,
+                error="The job's worker stopped answering on every attempt (killed or out of memory?).")
+        .execution_options(synchronize_session=False)
+    )
+    if failed.rowcount != 1:
+        db.session.rollback()
+        return Outcome("skipped")
+    job = db.session.get(AssetJob, job_id)
+    db.session.execute(update(Asset).where(Asset.id == job.asset_id).values(status="failed", updated_at=now))
+    db.session.commit()
+    publish(events.FAILED, job, error=job.error, error_kind=job.error_kind, attempts=job.attempts)
+    return Outcome("failed")
+
+
+def publish(subject: str, job: AssetJob, **fields) -> None:
+    """One event about `job`; a publisher that fails is logged, never the job's fate."""
+    payload = {"job_id": str(job.id), "asset_id": str(job.asset_id), "user_id": str(job.user_id),
+               "category": (job.request or {}).get("category"), **fields}
+    try:
+        gaia().assets.events.publish(subject, payload)
+    except Exception:
+        log.warning("event %s for job %s not published", subject, job.id, exc_info=True)
 
 
 def _mine(job_id: uuid.UUID, owner: str):
@@ -92,8 +128,11 @@ class Attempt:
     """The claimed job, worked on by this runner."""
 
     def __init__(self, job: AssetJob, owner: str) -> None:
+        # The heartbeat runs in a thread of its own, which needs the app to reach the database.
+        self.app = current_app._get_current_object()
         self.state = gaia()
         self.settings = self.state.settings.assets
+        self.job = job
         self.job_id = job.id
         self.asset_id = job.asset_id
         self.user_id = job.user_id
@@ -158,6 +197,10 @@ class Attempt:
         self._publish(events.PROGRESS, progress=percent, message=message)
 
     def _heartbeat(self) -> None:
+        with self.app.app_context():
+            self._beat_until_stopped()
+
+    def _beat_until_stopped(self) -> None:
         interval = max(self.settings.lease_seconds / 3, 0.05)
         while not self.stopped.wait(interval):
             try:
@@ -267,12 +310,7 @@ class Attempt:
     # -- what it tells the world -----------------------------------------------------------
 
     def _publish(self, subject: str, **fields) -> None:
-        payload = {"job_id": str(self.job_id), "asset_id": str(self.asset_id), "user_id": str(self.user_id),
-                   "category": self.request.get("category"), **fields}
-        try:
-            self.state.assets.events.publish(subject, payload)
-        except Exception:  # events inform; they never decide a job's fate
-            log.warning("event %s for job %s not published", subject, self.job_id, exc_info=True)
+        publish(subject, self.job, **fields)
 
     def _record_usage(self, status: str, seconds: float, cost: float | None, error_type: str | None = None) -> None:
         self.state.usage.record(

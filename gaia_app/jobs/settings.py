@@ -60,7 +60,7 @@ def load_asset_settings(env: Mapping[str, str]) -> AssetSettings:
         generators=generators,
         default_generator=default,
         nats_url=nats_url,
-        lease_seconds=number(env, "ASSET_JOB_LEASE_SECONDS", 60.0, minimum=1.0),
+        lease_seconds=number(env, "ASSET_JOB_LEASE_SECONDS", 60.0, minimum=0.1),
         max_attempts=int(number(env, "ASSET_JOB_MAX_ATTEMPTS", 3, minimum=1)),
         retry_base_delay=number(env, "ASSET_JOB_RETRY_DELAY", 2.0, minimum=0.0),
         retry_max_delay=number(env, "ASSET_JOB_RETRY_MAX_DELAY", 60.0, minimum=0.0),

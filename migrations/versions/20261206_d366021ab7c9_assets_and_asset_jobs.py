@@ -72,6 +72,7 @@ def upgrade():
     sa.UniqueConstraint('user_id', 'idempotency_key', name='uq_asset_jobs_user_idempotency_key')
     )
     with op.batch_alter_table('asset_jobs', schema=None) as batch_op:
+        batch_op.create_index('ix_asset_jobs_asset_id', ['asset_id'], unique=False)
         batch_op.create_index('ix_asset_jobs_status_lease', ['status', 'lease_expires_at'], unique=False)
         batch_op.create_index('ix_asset_jobs_user_created', ['user_id', 'created_at', 'id'], unique=False)
 
@@ -81,6 +82,7 @@ def downgrade():
     with op.batch_alter_table('asset_jobs', schema=None) as batch_op:
         batch_op.drop_index('ix_asset_jobs_user_created')
         batch_op.drop_index('ix_asset_jobs_status_lease')
+        batch_op.drop_index('ix_asset_jobs_asset_id')
 
     op.drop_table('asset_jobs')
     with op.batch_alter_table('assets', schema=None) as batch_op:

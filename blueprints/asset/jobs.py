@@ -1,0 +1,209 @@
+"""Generation jobs: making one (with its asset, at most once per Idempotency-Key), reading,
+listing and cancelling them. Each belongs to one user; nobody else can tell it exists.
+
+A job row is the system of record: it is committed before any runner hears of it (the
+dispatch waits for the commit), and its status only moves by conditional updates, so a cancel
+racing a worker never turns a finished job back.
+
+Writes flush; the route commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import IntegrityError, InvalidRequestError
+
+from blueprints.asset.assets import after_commit, newest_first, parse_id
+from gaia_app.errors import Conflict, InvalidField, NotFound
+from gaia_app.extensions import db
+from gaia_app.generators.base import CATEGORY_FORMATS, GenerationRequest, OptionError
+from gaia_app.identity.principal import Principal
+from gaia_app.models import Asset, AssetJob
+
+if TYPE_CHECKING:
+    from gaia_app.jobs.runtime import AssetRuntime
+
+MAX_SEED = 2**31 - 1
+CANCELLED_ERROR = "Cancelled before it started."
+# Each try either moves the job or finds that a worker just did; a few always settle it.
+CANCEL_TRIES = 4
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    """SHA-256 of the body's canonical JSON (sorted keys, no spaces): the same request,
+    however its fields were ordered or spaced, has the same hash."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# -- making one -------------------------------------------------------------------------
+
+
+def _providers_for(runtime: AssetRuntime, category: str) -> list[str]:
+    """The configured providers that make `category`, in their configured order."""
+    return [gid for gid in runtime.settings.generator_ids if category in runtime.generator(gid).categories]
+
+
+def _checked_request(runtime: AssetRuntime, body: dict[str, Any]) -> dict[str, Any]:
+    """What the job will make, every rule applied; InvalidField naming what breaks one.
+    Nothing is stored yet."""
+    settings = runtime.settings
+    category, description = body["category"], body["description"]
+    if len(description) > settings.max_description_chars:
+        raise InvalidField("description", f"At most {settings.max_description_chars} characters; "
+                                          f"this one has {len(description)}.")
+    provider = body.get("provider") or settings.default_generator
+    able = _providers_for(runtime, category)
+    if provider not in able:
+        why = "is not configured here" if provider not in settings.generator_ids else f"does not make {category}"
+        raise InvalidField("provider", f"The asset provider {provider!r} {why}; for {category}: "
+                                       f"{', '.join(able) or 'none is configured'}.", available=able)
+    generator = runtime.generator(provider)
+    try:
+        options = generator.check_options(category, body.get("options") or {})
+    except OptionError as error:
+        name = error.option if error.option == "options" else f"options.{error.option}"
+        raise InvalidField(name, error.message) from None
+    seed = body.get("seed")
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED + 1)
+    style = body.get("style")
+    max_cost = body.get("max_cost")
+    cost = generator.cost(GenerationRequest(category=category, description=description,
+                                            seed=seed, style=style, options=options))
+    if max_cost is not None and cost > max_cost:
+        raise InvalidField("max_cost", f"This request costs {cost:.4f} USD with {provider}, "
+                                       f"more than max_cost ({max_cost:g}).", cost=cost)
+    # The seed is kept, so that another attempt makes the same file.
+    return {"category": category, "description": description, "style": style, "options": options,
+            "seed": seed, "provider": provider, "max_cost": max_cost, "estimated_cost": cost}
+
+
+def _existing(user_id: uuid.UUID, idempotency_key: str) -> AssetJob | None:
+    return db.session.execute(
+        db.select(AssetJob).where(AssetJob.user_id == user_id, AssetJob.idempotency_key == idempotency_key)
+    ).scalar_one_or_none()
+
+
+def _replay(job: AssetJob, body_hash: str) -> AssetJob:
+    if job.request_hash != body_hash:
+        raise Conflict(
+            "This Idempotency-Key was already used with another request body; use a new key "
+            f"for a new request (the first one made job {job.id}).", job_id=str(job.id),
+        )
+    return job
+
+
+def create_job(principal: Principal, runtime: AssetRuntime, body: dict[str, Any],
+               idempotency_key: str | None, now: datetime) -> tuple[AssetJob, bool]:
+    """A queued job and its pending asset, sent to a runner once committed. Returns (job,
+    made): with an Idempotency-Key already used for the same body, the job it made then and
+    False; for another body, Conflict. Two requests racing with one key: the unique
+    constraint lets one insert, and the other answers with its job."""
+    body_hash = request_hash(body)
+    if idempotency_key is not None:
+        found = _existing(principal.user_id, idempotency_key)
+        if found is not None:
+            return _replay(found, body_hash), False
+    asked = _checked_request(runtime, body)
+    asset = Asset(user_id=principal.user_id, status="pending", category=asked["category"],
+                  format=CATEGORY_FORMATS[asked["category"]], description=asked["description"],
+                  style=asked["style"], provider=asked["provider"], details={})
+    db.session.add(asset)
+    db.session.flush()
+    job = AssetJob(status="queued", asset_id=asset.id, user_id=principal.user_id,
+                   api_key_id=principal.key_id, request=asked, idempotency_key=idempotency_key,
+                   request_hash=body_hash, max_attempts=runtime.settings.max_attempts,
+                   progress=0, attempts=0, cancel_requested=False, dispatched_at=now)
+    db.session.add(job)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        found = _existing(principal.user_id, idempotency_key) if idempotency_key is not None else None
+        if found is None:
+            raise
+        return _replay(found, body_hash), False
+    job_id = job.id
+    after_commit(db.session, lambda: runtime.dispatch(job_id))
+    return job, True
+
+
+# -- reading ----------------------------------------------------------------------------
+
+
+def get_job(user_id: uuid.UUID, job_id: uuid.UUID | str) -> AssetJob:
+    parsed = parse_id(job_id)
+    job = None
+    if parsed is not None:
+        job = db.session.execute(
+            db.select(AssetJob).where(AssetJob.id == parsed, AssetJob.user_id == user_id)
+        ).scalar_one_or_none()
+    if job is None:
+        raise NotFound(f"No job {job_id} among yours.")
+    return job
+
+
+def list_jobs(user_id: uuid.UUID, *, status: str | None = None, category: str | None = None,
+              limit: int | None = None, cursor: str | None = None) -> tuple[list[AssetJob], str | None]:
+    """One page of the user's jobs, newest first."""
+    query = db.select(AssetJob).where(AssetJob.user_id == user_id)
+    if status:
+        query = query.where(AssetJob.status == status)
+    if category:
+        query = query.join(Asset, Asset.id == AssetJob.asset_id).where(Asset.category == category)
+    rows, next_cursor = newest_first(query, AssetJob, limit, cursor)
+    return [row[0] for row in rows], next_cursor
+
+
+# -- cancelling -------------------------------------------------------------------------
+
+
+def _moved(job_id: uuid.UUID, was: str, **values: Any) -> bool:
+    """Set `values` on the job if it still has status `was`; whether it did."""
+    result = db.session.execute(
+        db.update(AssetJob).where(AssetJob.id == job_id, AssetJob.status == was).values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def _reload(job: AssetJob) -> None:
+    """Read the job's row again; NotFound when its asset was deleted meanwhile."""
+    try:
+        db.session.refresh(job)
+    except InvalidRequestError:
+        raise NotFound(f"No job {job.id} among yours.") from None
+
+
+def cancel_job(user_id: uuid.UUID, job_id: uuid.UUID | str, now: datetime) -> tuple[AssetJob, bool]:
+    """Cancel a job. Returns (job, stopped): a queued job is cancelled at once (its asset
+    fails) and stopped is True; a running one is asked to stop (its worker does, at its next
+    step) and stopped is False. A finished job: Conflict."""
+    job = get_job(user_id, job_id)
+    for _ in range(CANCEL_TRIES):
+        if job.status == "queued" and _moved(
+            job.id, "queued", status="cancelled", cancel_requested=True, finished_at=now,
+            error=CANCELLED_ERROR, error_kind="cancelled", updated_at=now,
+        ):
+            db.session.execute(
+                db.update(Asset).where(Asset.id == job.asset_id, Asset.status == "pending")
+                .values(status="failed", updated_at=now).execution_options(synchronize_session=False)
+            )
+            _reload(job)
+            return job, True
+        if job.status == "running" and _moved(job.id, "running", cancel_requested=True, updated_at=now):
+            _reload(job)
+            return job, False
+        if job.status not in ("queued", "running"):
+            raise Conflict(f"Job {job.id} is already {job.status}; only a queued or running job "
+                           "can be cancelled.", job_status=job.status)
+        _reload(job)  # a worker moved it meanwhile: look again
+    raise Conflict(f"Job {job.id} kept changing while it was being cancelled; try again.",
+                   job_status=job.status)
