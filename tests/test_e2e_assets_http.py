@@ -19,6 +19,7 @@ import uuid
 import pytest
 import requests
 
+from tests.test_e2e_asset_worker import RedisServer
 from tests.test_e2e_gunicorn import NO_PROXY, ROOT, VENV_BIN, base_env, flask, start_server
 
 KEY_RE = re.compile(r"^API key: (gaia_local_\w+)$", re.MULTILINE)
@@ -52,12 +53,13 @@ def s3_bucket():
 
 @pytest.fixture(scope="module")
 def stack(postgres, redis_url, s3_bucket, tmp_path_factory):
-    """gunicorn and a Celery worker on one database, one Redis db and one bucket."""
+    """gunicorn and a Celery worker on one database, a Redis of their own and one bucket."""
     endpoint, _ = s3_bucket
     directory = tmp_path_factory.mktemp("assets-http")
     database_url = postgres.create()
-    redis_db = redis_url.rsplit("/", 1)[0] + "/11"
-    settings = {"REDIS_URL": redis_db, "ASSET_STORAGE_URL": "s3://gaia-assets/e2e",
+    broker = RedisServer(directory)
+    broker.start()
+    settings = {"REDIS_URL": broker.url, "ASSET_STORAGE_URL": "s3://gaia-assets/e2e",
                 "S3_ENDPOINT_URL": endpoint, "ASSET_JOB_SWEEP_INTERVAL": "1", **AWS}
     env = base_env(database_url, directory / "instance", **settings)
     flask(env, "db", "upgrade")
@@ -76,6 +78,7 @@ def stack(postgres, redis_url, s3_bucket, tmp_path_factory):
         worker.kill()
         worker.wait(timeout=10)
         server.stop()
+        broker.kill()
 
 
 def call(server, method: str, path: str, key: str, **kwargs) -> requests.Response:
