@@ -152,3 +152,42 @@ def test_a_worker_job_is_someone_elses_404_and_deleting_removes_the_s3_object(st
     assert call(server, "DELETE", f"/api/v0.2/assets/{job['asset_id']}", key).status_code == 204
     keys = {item["Key"] for item in s3.list_objects_v2(Bucket="gaia-assets").get("Contents", [])}
     assert object_key not in keys
+
+
+def test_the_embedded_default_finishes_jobs_after_gunicorn_is_killed(tmp_path):
+    """SQLite, no Redis: jobs run in the web process. gunicorn killed (SIGKILL) with one job
+    running and others queued behind it; the next gunicorn on the same instance finishes all."""
+    instance = tmp_path / "instance"
+    database_url = f"sqlite:///{tmp_path / 'gaia.db'}"
+    settings = {"ASSET_BUILTIN_LATENCY_MS": "1500", "ASSET_INLINE_WORKERS": "1",
+                "ASSET_JOB_LEASE_SECONDS": "1", "ASSET_JOB_SWEEP_INTERVAL": "0.5",
+                "RATE_LIMIT_DEFAULT": "100000/minute"}
+    env = base_env(database_url, instance, **settings)
+    flask(env, "db", "upgrade")
+    key = KEY_RE.search(flask(env, "create-admin", "--email", "admin@gaia.dev").stdout).group(1)
+    first = start_server(database_url, instance, tmp_path, workers=None, **settings)
+    try:
+        jobs = [call(first, "POST", "/api/v0.2/assets/generate", key,
+                     json={"category": "audio", "description": f"beep {n}", "options": {"duration": 0.2}}).json()
+                for n in range(3)]
+        deadline = time.monotonic() + 20
+        while call(first, "GET", f"/api/v0.2/jobs/{jobs[0]['job_id']}", key).json()["progress"] == 0:
+            assert time.monotonic() < deadline, "the first job never started"
+            time.sleep(0.05)
+    finally:
+        first.process.kill()  # SIGKILL to the master: its worker goes with it below
+        subprocess.run(["pkill", "-KILL", "-g", str(first.process.pid)], check=False)
+        first.process.wait(timeout=10)
+    second = start_server(database_url, instance, tmp_path, workers=None, **settings)
+    try:
+        deadline = time.monotonic() + 40
+        states = []
+        while time.monotonic() < deadline:
+            states = [call(second, "GET", f"/api/v0.2/jobs/{job['job_id']}", key).json() for job in jobs]
+            if all(state["status"] == "succeeded" for state in states):
+                break
+            time.sleep(0.2)
+        assert [state["status"] for state in states] == ["succeeded"] * 3, states
+        assert states[0]["attempts"] == 2  # taken over after its lease ran out
+    finally:
+        second.stop()
