@@ -31,7 +31,8 @@ from gaia_app.generators.base import (
     OptionError,
 )
 from gaia_app.generators.checks import check_file
-from gaia_app.generators.remote import ErrorDetail, RemoteAPI, parse_retry_after
+from gaia_app.generators.remote import ErrorDetail, RemoteAPI
+from gaia_app.retry_after import parse_retry_after
 from tests.fakes.asset_servers import (
     GARBAGE,
     Fault,

@@ -11,23 +11,20 @@ Reference: https://elevenlabs.io/docs/api-reference/text-to-sound-effects/conver
 from __future__ import annotations
 
 import io
-import time
 import wave
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from gaia_app.generators.base import (
     GeneratedFile,
     GenerationRequest,
     GeneratorKind,
-    GeneratorSettings,
-    OptionError,
     Progress,
 )
 from gaia_app.generators.checks import check_file
 from gaia_app.generators.remote import (
     ErrorDetail,
-    RemoteAPI,
+    RemoteGenerator,
     compose_prompt,
     pick_number,
     refuse_unknown,
@@ -68,22 +65,19 @@ def read_elevenlabs_error(status: int, body: Any) -> ErrorDetail:
     return ErrorDetail(message[:500] if message else None)
 
 
-class ElevenLabsSoundGenerator:
+class ElevenLabsSoundGenerator(RemoteGenerator):
     id = "elevenlabs"
     name = "ElevenLabs Sound Effects"
     categories = ("audio",)
 
-    def __init__(self, settings: GeneratorSettings, *,
-                 sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.settings = settings
-        self.api = RemoteAPI(self.id, settings, ELEVENLABS_DEFAULT_BASE_URL,
-                             {"xi-api-key": settings.api_key or ""},
-                             read_elevenlabs_error, sleep=sleep, clock=clock)
+    default_base_url = ELEVENLABS_DEFAULT_BASE_URL
+    read_error = staticmethod(read_elevenlabs_error)
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"xi-api-key": api_key}
 
     def check_options(self, category: str, options: Mapping[str, Any]) -> dict[str, Any]:
-        if category not in self.categories:
-            raise OptionError("category", f"{self.name} does not make {category}")
+        self.check_category(category)
         refuse_unknown(options, ("duration", "prompt_influence"))
         return {
             # None: the provider picks a length that suits the prompt.

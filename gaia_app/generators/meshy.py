@@ -11,8 +11,7 @@ Reference: https://docs.meshy.ai/api/text-to-3d
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -20,14 +19,13 @@ from gaia_app.generators.base import (
     GeneratedFile,
     GenerationRequest,
     GeneratorKind,
-    GeneratorSettings,
     OptionError,
     Progress,
 )
 from gaia_app.generators.checks import check_file
 from gaia_app.generators.remote import (
     ErrorDetail,
-    RemoteAPI,
+    RemoteGenerator,
     compose_prompt,
     pick_choice,
     pick_flag,
@@ -78,22 +76,16 @@ class _StageProgress:
         self.progress(self.reported, f"Meshy {self.stage}: {task['status'].lower()} ({done}%)")
 
 
-class MeshyGenerator:
+class MeshyGenerator(RemoteGenerator):
     id = "meshy"
     name = "Meshy"
     categories = ("model3d",)
 
-    def __init__(self, settings: GeneratorSettings, *,
-                 sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.settings = settings
-        self.api = RemoteAPI(self.id, settings, MESHY_DEFAULT_BASE_URL,
-                             {"Authorization": f"Bearer {settings.api_key or ''}"},
-                             read_meshy_error, sleep=sleep, clock=clock)
+    default_base_url = MESHY_DEFAULT_BASE_URL
+    read_error = staticmethod(read_meshy_error)
 
     def check_options(self, category: str, options: Mapping[str, Any]) -> dict[str, Any]:
-        if category not in self.categories:
-            raise OptionError("category", f"{self.name} does not make {category}")
+        self.check_category(category)
         refuse_unknown(options, ("ai_model", "art_style", "topology", "target_polycount",
                                  "enable_pbr"))
         checked = {

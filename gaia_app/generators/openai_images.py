@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,14 +19,12 @@ from gaia_app.generators.base import (
     GeneratedFile,
     GenerationRequest,
     GeneratorKind,
-    GeneratorSettings,
-    OptionError,
     Progress,
 )
 from gaia_app.generators.checks import check_file
 from gaia_app.generators.remote import (
     ErrorDetail,
-    RemoteAPI,
+    RemoteGenerator,
     compose_prompt,
     pick_choice,
     refuse_unknown,
@@ -82,22 +79,16 @@ def read_openai_error(status: int, body: Any) -> ErrorDetail:
                        refused=error.get("code") in REFUSAL_CODES)
 
 
-class OpenAIImagesGenerator:
+class OpenAIImagesGenerator(RemoteGenerator):
     id = "openai"
     name = "OpenAI Images"
     categories = ("image", "texture")
 
-    def __init__(self, settings: GeneratorSettings, *,
-                 sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.settings = settings
-        self.api = RemoteAPI(self.id, settings, OPENAI_IMAGES_DEFAULT_BASE_URL,
-                             {"Authorization": f"Bearer {settings.api_key or ''}"},
-                             read_openai_error, sleep=sleep, clock=clock)
+    default_base_url = OPENAI_IMAGES_DEFAULT_BASE_URL
+    read_error = staticmethod(read_openai_error)
 
     def check_options(self, category: str, options: Mapping[str, Any]) -> dict[str, Any]:
-        if category not in self.categories:
-            raise OptionError("category", f"{self.name} does not make {category}")
+        self.check_category(category)
         refuse_unknown(options, ("model", "size", "quality"))
         model = pick_choice(options, "model", MODELS, DEFAULT_MODEL)
         facts = MODELS[model]

@@ -12,7 +12,6 @@ with a size cap, so a runaway answer cannot fill a worker's memory.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import math
 import socket
@@ -33,6 +32,7 @@ from gaia_app.generators.base import (
     GeneratorSettings,
     OptionError,
 )
+from gaia_app.retry_after import parse_retry_after
 
 # Generators run inside worker tasks, a few at a time per process.
 POOL_SIZE = 16
@@ -40,7 +40,6 @@ POOL_SIZE = 16
 MAX_JSON_BYTES = 1024 * 1024
 MAX_ERROR_BYTES = 64 * 1024
 MAX_REDIRECTS = 5
-MAX_RETRY_AFTER = 3600.0
 READ_CHUNK = 64 * 1024
 DOWNLOAD_SCHEMES = ("http", "https")
 
@@ -70,6 +69,37 @@ class Answer:
     @property
     def content_type(self) -> str:
         return self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+
+class RemoteGenerator:
+    """What every generator behind an HTTP API shares: its client (`self.api`) and the check
+    that a category is one it makes. A subclass names its `id`, `name`, `categories`,
+    `default_base_url` and `read_error`, and overrides `auth_headers` if its API does not take
+    a bearer token."""
+
+    id: str
+    name: str
+    categories: tuple[str, ...]
+    default_base_url: str
+
+    def __init__(self, settings: GeneratorSettings, *,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.api = RemoteAPI(self.id, settings, self.default_base_url, self.auth_headers(settings.api_key or ""),
+                             type(self).read_error, sleep=sleep, clock=clock)
+
+    @staticmethod
+    def read_error(status: int, body: Any) -> ErrorDetail:
+        """What an error answer says (each API words it its own way)."""
+        raise NotImplementedError
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {api_key}"}
+
+    def check_category(self, category: str) -> None:
+        if category not in self.categories:
+            raise OptionError("category", f"{self.name} does not make {category}")
 
 
 class RemoteAPI:
@@ -325,28 +355,6 @@ def _given(options: Mapping[str, Any], name: str, default: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait, from `retry-after-ms`, or `retry-after` as seconds or an HTTP date."""
-    milliseconds = headers.get("retry-after-ms")
-    if milliseconds:
-        try:
-            return min(max(float(milliseconds) / 1000, 0.0), MAX_RETRY_AFTER)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return min(max(when.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER)
 
 
 def _timed_out(exc: BaseException) -> bool:

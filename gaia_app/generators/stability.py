@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,6 @@ from gaia_app.generators.base import (
     GeneratedFile,
     GenerationRequest,
     GeneratorKind,
-    GeneratorSettings,
     OptionError,
     Progress,
 )
@@ -29,7 +27,7 @@ from gaia_app.generators.checks import check_file
 from gaia_app.generators.remote import (
     Answer,
     ErrorDetail,
-    RemoteAPI,
+    RemoteGenerator,
     compose_prompt,
     pick_choice,
     pick_text,
@@ -81,22 +79,16 @@ def read_stability_error(status: int, body: Any) -> ErrorDetail:
                        refused=name == "content_moderation")
 
 
-class StabilityGenerator:
+class StabilityGenerator(RemoteGenerator):
     id = "stability"
     name = "Stability AI"
     categories = ("image", "texture")
 
-    def __init__(self, settings: GeneratorSettings, *,
-                 sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.settings = settings
-        self.api = RemoteAPI(self.id, settings, STABILITY_DEFAULT_BASE_URL,
-                             {"Authorization": f"Bearer {settings.api_key or ''}"},
-                             read_stability_error, sleep=sleep, clock=clock)
+    default_base_url = STABILITY_DEFAULT_BASE_URL
+    read_error = staticmethod(read_stability_error)
 
     def check_options(self, category: str, options: Mapping[str, Any]) -> dict[str, Any]:
-        if category not in self.categories:
-            raise OptionError("category", f"{self.name} does not make {category}")
+        self.check_category(category)
         refuse_unknown(options, ("model", "aspect_ratio", "negative_prompt", "style_preset"))
         model = pick_choice(options, "model", MODELS, DEFAULT_MODEL)
         facts = MODELS[model]

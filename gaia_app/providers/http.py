@@ -6,12 +6,10 @@ Every failure leaves here as a `ProviderError` whose kind the chat service can a
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import socket
 import threading
-import time
 from collections.abc import Iterator
 
 import requests
@@ -20,37 +18,15 @@ from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
 from gaia_app.providers.base import ProviderError
+from gaia_app.retry_after import parse_retry_after
 
 log = logging.getLogger(__name__)
 
 # Enough connections for every stream a gevent worker may hold to one provider at once.
 POOL_SIZE = 256
 MODEL_LIST_READ_TIMEOUT = 5.0
-MAX_RETRY_AFTER = 3600.0
 # A provider answer larger than this (non-streamed) is not a chat completion.
 MAX_BODY_BYTES = 8 * 1024 * 1024
-
-
-def parse_retry_after(headers) -> float | None:
-    """Seconds to wait, from `retry-after-ms`, or `retry-after` as seconds or an HTTP date."""
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return min(max(float(value) / 1000, 0.0), MAX_RETRY_AFTER)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return min(max(when.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER)
 
 
 def error_message(body: bytes) -> str | None:
