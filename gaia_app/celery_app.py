@@ -11,7 +11,8 @@ The settings below are the ones job reliability rests on (docs/decisions.md, "As
 - the Redis transport redelivers an unacknowledged message after `visibility_timeout`: it is
   set well above any job's run time and countdown, and a redelivered message for a job that
   is running or done finds nothing to claim;
-- task events on (`worker_send_task_events`, `task_send_sent_event`), so Flower shows jobs.
+- the worker's task events on (`worker_send_task_events`), so Flower shows jobs; the web
+  side's `task-sent` event off, since it doubled the cost of each enqueue.
 A worker also runs the jobs' sweeper (`tasks.assets`, on `worker_ready`).
 """
 
@@ -40,7 +41,9 @@ def celery_settings(redis_url: str | None) -> dict:
         "task_serializer": "json",
         "accept_content": ["json"],
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # No task-sent event: it doubled what each enqueue publishes (bench/README.md,
+        # "Assets"); Flower still sees every task from the worker's own events.
+        "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
         "imports": ("tasks.assets",),
     }
