@@ -29,7 +29,14 @@ _lock = threading.Lock()
 
 def celery_settings(redis_url: str | None) -> dict:
     """Every Celery setting, lowercase, in one place."""
+    transport = {}
+    # Plain redis:// only: a transport named by path reads no TLS from the URL's scheme.
+    if redis_url and redis_url.startswith("redis://"):
+        from gaia_app.celery_transport import TRANSPORT
+
+        transport = {"broker_transport": TRANSPORT}
     return {
+        **transport,
         "broker_url": redis_url or "memory://",
         "result_backend": None,
         "task_ignore_result": True,

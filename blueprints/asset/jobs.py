@@ -112,12 +112,12 @@ def create_job(principal: Principal, runtime: AssetRuntime, body: dict[str, Any]
         if found is not None:
             return _replay(found, body_hash), False
     asked = _checked_request(runtime, body)
-    asset = Asset(user_id=principal.user_id, status="pending", category=asked["category"],
+    # Ids made here, so both rows go in one flush.
+    asset = Asset(id=uuid.uuid4(), user_id=principal.user_id, status="pending", category=asked["category"],
                   format=CATEGORY_FORMATS[asked["category"]], description=asked["description"],
                   style=asked["style"], provider=asked["provider"], details={})
     db.session.add(asset)
-    db.session.flush()
-    job = AssetJob(status="queued", asset_id=asset.id, user_id=principal.user_id,
+    job = AssetJob(id=uuid.uuid4(), status="queued", asset_id=asset.id, user_id=principal.user_id,
                    api_key_id=principal.key_id, request=asked, idempotency_key=idempotency_key,
                    request_hash=body_hash, max_attempts=runtime.settings.max_attempts,
                    progress=0, attempts=0, cancel_requested=False, dispatched_at=now)
