@@ -21,17 +21,16 @@ import json
 import math
 import socket
 import struct
-import sys
-import threading
 import time
 import uuid
 import wave
 import zlib
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 from PIL import Image
+
+from tests.fakes.loopback import LoopbackHandler, LoopbackServer
 
 GARBAGE = b'<html><body>502 Bad Gateway</body></html> {"data": [{"b64_json": '
 
@@ -148,26 +147,10 @@ class _Abort(Exception):
     """Unwinds a request whose connection has to be dropped (stopping, client gone)."""
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     """Transport only; the fakes decide what to answer."""
 
-    protocol_version = "HTTP/1.1"
-
-    def setup(self):
-        super().setup()
-        self.fake: _AssetFake = self.server.fake
-        with self.fake._lock:
-            self.server.open_sockets.add(self.connection)
-
-    def finish(self):
-        try:
-            super().finish()
-        finally:
-            with self.fake._lock:
-                self.server.open_sockets.discard(self.connection)
-
-    def log_message(self, format, *args):  # noqa: A002 - keep test output quiet
-        pass
+    fake: _AssetFake
 
     def do_GET(self):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -231,17 +214,6 @@ def _form_fields(content_type: str, body: bytes) -> dict[str, str] | None:
             part.get_payload(decode=True).decode("utf-8") for part in message.iter_parts()}
 
 
-class _Listener(ThreadingHTTPServer):
-    request_queue_size = 128
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        """A client that drops a kept-alive connection (as one refusing an oversized body
-        does) is normal here; anything else is still printed."""
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
 @dataclass
 class _File:
     data: bytes
@@ -249,12 +221,14 @@ class _File:
     expires_at: float
 
 
-class _AssetFake:
-    """Lifecycle, recording, faults and the /files/ downloads every fake shares.
+class _AssetFake(LoopbackServer):
+    """Recording, faults and the /files/ downloads every fake shares.
 
     Subclasses implement `_auth_error(h) -> (status, body) | None`,
     `_forced_error(fault) -> (status, body, headers)` and `_api(h, record, fault)`.
     """
+
+    handler = _Handler
 
     def __init__(self, api_key: str):
         self.api_key = api_key
@@ -265,46 +239,7 @@ class _AssetFake:
         self.download_queue: list[Fault] = []
         self.file_ttl = 60.0  # seconds a published file URL stays valid
         self.files: dict[str, _File] = {}
-        self._lock = threading.Lock()
-        self._server: _Listener | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError(f"{type(self).__name__} is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self):
-        server = _Listener(("127.0.0.1", 0), _Handler)
-        server.fake, server.stopping, server.open_sockets = self, threading.Event(), set()
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True,
-                                        name=f"{type(self).__name__}-server")
-        self._thread.start()
-        return self
-
-    def stop(self):
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.stopping.set()  # releases delays
-        server.shutdown()
-        with self._lock:
-            sockets = list(server.open_sockets)
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        server.server_close()
-        self._thread.join(timeout=1)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc_info):
-        self.stop()
+        super().__init__()
 
     def reset(self):
         with self._lock:

@@ -16,14 +16,14 @@ import json
 import re
 import select
 import socket
-import threading
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import NamedTuple
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.fakes.loopback import LoopbackHandler, LoopbackServer
 
 GARBAGE = b'{"id": "oops", <html><body>502 Bad Gateway</body></html>'
 
@@ -80,26 +80,10 @@ def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     """Transport only (framing, pauses, failure detection); the fakes decide the content."""
 
-    protocol_version = "HTTP/1.1"  # keep-alive and chunked streams, like the real APIs
-
-    def setup(self):
-        super().setup()
-        self.fake: _FakeServer = self.server.fake
-        with self.fake._lock:
-            self.server.open_sockets.add(self.connection)
-
-    def finish(self):
-        try:
-            super().finish()
-        finally:
-            with self.fake._lock:
-                self.server.open_sockets.discard(self.connection)
-
-    def log_message(self, format, *args):  # noqa: A002 - keep test output quiet
-        pass
+    fake: _FakeServer
 
     def do_GET(self):
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -180,13 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._write(lambda: self.wfile.write(b"0\r\n\r\n"), stream=True)
 
 
-class _Listener(ThreadingHTTPServer):
-    # Tests open dozens of streams at once; socketserver's default backlog of 5 would drop
-    # connection attempts, which the client only retries a second or more later.
-    request_queue_size = 512
-
-
-class _FakeServer:
+class _FakeServer(LoopbackServer):
     """What both fakes share: lifecycle, recording, behaviours, token maths, streaming.
 
     Provider hooks: _chat_path, _id_header, _garbage_events, _error(), _auth_error(h),
@@ -196,6 +174,7 @@ class _FakeServer:
     """
 
     kind = "provider"
+    handler = _Handler
 
     def __init__(self, models, api_key: str):
         self.models = list(models)
@@ -204,48 +183,7 @@ class _FakeServer:
         self.behaviour = Behaviour()
         self.queue: list[Behaviour] = []
         self.disconnects = self.stream_finished = 0
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError(f"{type(self).__name__} is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self):
-        server = _Listener(("127.0.0.1", 0), _Handler)
-        server.daemon_threads = True
-        server.fake, server.stopping, server.open_sockets = self, threading.Event(), set()
-        self._server = server
-        # serve_forever notices shutdown() only between polls: a short interval keeps stop() fast.
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True,
-                                        name=f"{type(self).__name__}-server")
-        self._thread.start()
-        return self
-
-    def stop(self):
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.stopping.set()  # releases hangs and delays
-        server.shutdown()
-        with self._lock:
-            sockets = list(server.open_sockets)
-        for sock in sockets:  # idle keep-alive threads sit in readline() until this
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        server.server_close()
-        self._thread.join(timeout=1)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc_info):
-        self.stop()
+        super().__init__()
 
     def reset(self):
         with self._lock:
