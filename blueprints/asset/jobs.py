@@ -17,22 +17,20 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.exc import IntegrityError, InvalidRequestError
+from sqlalchemy.exc import IntegrityError
 
 from blueprints.asset.assets import after_commit, newest_first, parse_id
 from gaia_app.errors import Conflict, InvalidField, NotFound
 from gaia_app.extensions import db
 from gaia_app.generators.base import CATEGORY_FORMATS, GenerationRequest, OptionError
 from gaia_app.identity.principal import Principal
+from gaia_app.jobs import control
 from gaia_app.models import Asset, AssetJob
 
 if TYPE_CHECKING:
     from gaia_app.jobs.runtime import AssetRuntime
 
 MAX_SEED = 2**31 - 1
-CANCELLED_ERROR = "Cancelled before it started."
-# Each try either moves the job or finds that a worker just did; a few always settle it.
-CANCEL_TRIES = 4
 
 
 def request_hash(body: dict[str, Any]) -> str:
@@ -165,45 +163,9 @@ def list_jobs(user_id: uuid.UUID, *, status: str | None = None, category: str | 
 # -- cancelling -------------------------------------------------------------------------
 
 
-def _moved(job_id: uuid.UUID, was: str, **values: Any) -> bool:
-    """Set `values` on the job if it still has status `was`; whether it did."""
-    result = db.session.execute(
-        db.update(AssetJob).where(AssetJob.id == job_id, AssetJob.status == was).values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
-
-
-def _reload(job: AssetJob) -> None:
-    """Read the job's row again; NotFound when its asset was deleted meanwhile."""
-    try:
-        db.session.refresh(job)
-    except InvalidRequestError:
-        raise NotFound(f"No job {job.id} among yours.") from None
-
-
 def cancel_job(user_id: uuid.UUID, job_id: uuid.UUID | str, now: datetime) -> tuple[AssetJob, bool]:
-    """Cancel a job. Returns (job, stopped): a queued job is cancelled at once (its asset
-    fails) and stopped is True; a running one is asked to stop (its worker does, at its next
-    step) and stopped is False. A finished job: Conflict."""
+    """Cancel one of the user's jobs (`gaia_app.jobs.control.cancel`). Returns (job,
+    stopped): True when a queued job was cancelled at once, False when a running one was
+    asked to stop. A finished job: Conflict."""
     job = get_job(user_id, job_id)
-    for _ in range(CANCEL_TRIES):
-        if job.status == "queued" and _moved(
-            job.id, "queued", status="cancelled", cancel_requested=True, finished_at=now,
-            error=CANCELLED_ERROR, error_kind="cancelled", updated_at=now,
-        ):
-            db.session.execute(
-                db.update(Asset).where(Asset.id == job.asset_id, Asset.status == "pending")
-                .values(status="failed", updated_at=now).execution_options(synchronize_session=False)
-            )
-            _reload(job)
-            return job, True
-        if job.status == "running" and _moved(job.id, "running", cancel_requested=True, updated_at=now):
-            _reload(job)
-            return job, False
-        if job.status not in ("queued", "running"):
-            raise Conflict(f"Job {job.id} is already {job.status}; only a queued or running job "
-                           "can be cancelled.", job_status=job.status)
-        _reload(job)  # a worker moved it meanwhile: look again
-    raise Conflict(f"Job {job.id} kept changing while it was being cancelled; try again.",
-                   job_status=job.status)
+    return job, control.cancel(job, now)

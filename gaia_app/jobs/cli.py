@@ -22,6 +22,7 @@ from gaia_app import accounts
 from gaia_app.cli_errors import database_command, fail
 from gaia_app.errors import APIError
 from gaia_app.extensions import db
+from gaia_app.jobs import control
 from gaia_app.models import Asset, AssetJob, User
 from gaia_app.state import gaia
 
@@ -30,10 +31,6 @@ jobs_cli = AppGroup("jobs", help="List, inspect, retry, cancel and sweep asset g
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 RETRYABLE = ("failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
-# The same words the API's cancel leaves on a job that never started.
-CANCELLED_ERROR = "Cancelled before it started."
-# Each try either moves the job or finds that a worker just did; a few always settle it.
-CANCEL_TRIES = 4
 LIST_ERROR_CHARS = 60
 
 
@@ -198,43 +195,25 @@ def retry_job_command(job_id: str) -> None:
     click.echo(f"Job {job.id} queued again (it was {was}).")
 
 
-def _cancel_once(job: AssetJob, now: datetime) -> str | None:
-    """One try at cancelling `job` as last read: what happened, or None if the row moved."""
-    if job.status == "queued":
-        if not _moved(job.id, ("queued",), status="cancelled", cancel_requested=True,
-                      finished_at=now, error=CANCELLED_ERROR, error_kind="cancelled",
-                      lease_owner=None, lease_expires_at=None, updated_at=now):
-            return None
-        db.session.execute(
-            update(Asset).where(Asset.id == job.asset_id, Asset.status == "pending")
-            .values(status="failed", updated_at=now).execution_options(synchronize_session=False)
-        )
-        return f"Cancelled job {job.id} (it was queued)."
-    if job.status == "running":
-        if job.cancel_requested:
-            return f"Job {job.id} was already asked to stop; its runner stops at its next step."
-        if not _moved(job.id, ("running",), cancel_requested=True, updated_at=now):
-            return None
-        return f"Asked job {job.id} to stop; its runner stops at its next step."
-    fail(f"job {job.id} is already {job.status}; only a queued or running job can be cancelled")
-
-
 @jobs_cli.command("cancel", with_appcontext=False)
 @database_command
 @click.argument("job_id")
 def cancel_job_command(job_id: str) -> None:
     """Cancel a queued job at once, or ask a running one to stop."""
     job = _job_or_fail(job_id)
-    now = gaia().clock.now()
-    for _ in range(CANCEL_TRIES):
-        done = _cancel_once(job, now)
-        if done is not None:
-            db.session.commit()
-            click.echo(done)
-            return
-        db.session.rollback()  # a worker moved it meanwhile: look again
-        _read_again(job)
-    fail(f"job {job.id} kept changing while it was being cancelled; try again")
+    was = job.status
+    if was == "running" and job.cancel_requested:
+        click.echo(f"Job {job.id} was already asked to stop; its runner stops at its next step.")
+        return
+    try:
+        stopped = control.cancel(job, gaia().clock.now())
+    except control.JobFinished:
+        fail(f"job {job.id} is already {job.status}; only a queued or running job can be cancelled")
+    except APIError as error:
+        fail(error.detail)
+    db.session.commit()
+    click.echo(f"Cancelled job {job.id} (it was {was})." if stopped
+               else f"Asked job {job.id} to stop; its runner stops at its next step.")
 
 
 @jobs_cli.command("sweep", with_appcontext=False)
