@@ -20,7 +20,48 @@ graceful_timeout = 20
 keepalive = 5
 # The runtime control socket is not used; without it many servers can share one home folder.
 control_socket_disable = True
+# Gaia writes its own access line per request (logger `gaia.request`, with the request id and
+# the user); gunicorn's own is for debugging the server itself.
 accesslog = "-" if os.environ.get("GAIA_ACCESS_LOG", "") not in ("", "0") else None
+
+
+def _json_logs() -> bool:
+    """The rule of `gaia_app.logs.log_format`, read here without importing the app (the
+    master must not load the app's libraries before gevent patches the workers)."""
+    chosen = os.environ.get("LOG_FORMAT", "").strip().lower()
+    if chosen in ("json", "text"):
+        return chosen == "json"
+    return os.environ.get("ENVIRONMENT", "local").strip().lower() not in ("", "local")
+
+
+if _json_logs():
+    # gunicorn's own lines (start, workers booting and exiting) as JSON too.
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "json": {
+                "()": "pythonjsonlogger.json.JsonFormatter",
+                "fmt": "%(levelname)s %(name)s %(message)s",
+                "rename_fields": {"levelname": "level", "name": "logger"},
+                "timestamp": True,
+                "static_fields": {"service": os.environ.get("SERVICE_NAME", "all").strip().lower() or "all"},
+            },
+        },
+        "handlers": {
+            "error_console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+            "console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
+            "none": {"class": "logging.NullHandler"},
+        },
+        # The root logger stays the app's: `create_app` gives it Gaia's handler.
+        "root": {"level": "INFO", "handlers": []},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+            "gunicorn.access": {
+                "level": "INFO", "handlers": ["console" if accesslog else "none"], "propagate": False,
+            },
+        },
+    }
 
 
 def on_starting(server):

@@ -8,7 +8,6 @@ Flask config, logging, database, the OpenAPI `Api`, the shared runtime state, th
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -54,7 +53,7 @@ def create_app(
 
     clock = clock or Clock()
     _configure_flask(app, settings, overrides)
-    _init_logging(env)
+    _init_logging(app, env)
     _init_database(app, settings, clock)
     api = _init_api(app)
     _init_state(app, settings, api, clock)
@@ -111,13 +110,13 @@ def _configure_flask(app: Flask, settings, overrides: Mapping[str, Any]) -> None
     app.json.sort_keys = False
 
 
-def _init_logging(env: Mapping[str, str]) -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=env.get("LOG_LEVEL", "INFO").upper(),
-            format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-        )
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+def _init_logging(app: Flask, env: Mapping[str, str]) -> None:
+    """Log lines (JSON when deployed) and the request id every line and response carries."""
+    from gaia_app.logs import configure_logging
+    from gaia_app.request_ids import RequestIds
+
+    configure_logging(env, env.get("SERVICE_NAME", "").strip().lower() or "all")
+    app.wsgi_app = RequestIds(app.wsgi_app)
 
 
 def _init_database(app: Flask, settings, clock: Clock) -> None:
@@ -205,9 +204,10 @@ def _init_security(app: Flask, settings) -> None:
         CORS(
             app,
             origins=list(settings.allowed_origins),
-            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key", "X-Request-ID"],
             expose_headers=[
                 "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After",
+                "X-Request-ID",
             ],
             max_age=600,
         )

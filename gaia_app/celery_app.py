@@ -14,6 +14,10 @@ The settings below are the ones job reliability rests on (docs/decisions.md, "As
 - the worker's task events on (`worker_send_task_events`), so Flower shows jobs; the web
   side's `task-sent` event off, since it doubled the cost of each enqueue.
 A worker also runs the jobs' sweeper (`tasks.assets`, on `worker_ready`).
+
+The request id of the request that sent a task rides in the message's headers
+(`gaia_request_id`) and names the task's log lines; a worker's lines call their service
+`worker`.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ def celery_init_app(app: Flask):
     celery_app.set_default()
     celery_app.flask_app = app  # for worker signals (tasks.assets starts the sweeper)
     app.extensions["celery"] = celery_app
+    _connect_request_ids()
     _connect_worker_signals(app)
     return celery_app
 
@@ -82,8 +87,36 @@ def celery_for(app: Flask):
     return found
 
 
+def _connect_request_ids() -> None:
+    from celery.signals import before_task_publish, task_postrun, task_prerun
+
+    from gaia_app.request_ids import CELERY_HEADER, bind_request_id, current_request_id
+
+    def add_request_id(headers=None, **_kwargs):
+        request_id = current_request_id()
+        if request_id and headers is not None:
+            headers.setdefault(CELERY_HEADER, request_id)
+
+    def take_request_id(task=None, **_kwargs):
+        bind_request_id(getattr(task.request, CELERY_HEADER, None) if task is not None else None)
+
+    def drop_request_id(**_kwargs):
+        bind_request_id(None)
+
+    # Signals are process-wide: one receiver each, however many apps a process makes.
+    before_task_publish.connect(add_request_id, weak=False, dispatch_uid="gaia-request-id-out")
+    task_prerun.connect(take_request_id, weak=False, dispatch_uid="gaia-request-id-in")
+    task_postrun.connect(drop_request_id, weak=False, dispatch_uid="gaia-request-id-done")
+
+
 def _connect_worker_signals(app: Flask) -> None:
-    from celery.signals import worker_process_init
+    from celery.signals import celeryd_init, worker_process_init
+
+    @celeryd_init.connect(weak=False)
+    def _name_the_worker(**_kwargs):
+        from gaia_app.logs import set_service
+
+        set_service("worker")
 
     @worker_process_init.connect(weak=False)
     def _dispose_engine_after_fork(**_kwargs):
