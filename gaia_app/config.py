@@ -13,11 +13,12 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from gaia_app.constants import __version__
+from gaia_app.constants import API_PREFIX, __version__
 from gaia_app.environment import ConfigError, number
 from gaia_app.jobs.settings import AssetSettings, load_asset_settings
 from gaia_app.providers.settings import LLMSettings, load_llm_settings
@@ -26,6 +27,15 @@ SERVICES = ("gateway", "auth", "chat", "asset")
 ENVIRONMENTS = ("local", "dev", "staging", "prod")
 MIN_SECRET_BYTES = 32
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
+# Each service's paths (each with everything below it): a gateway that does not mount the
+# service forwards them to its `<NAME>_SERVICE_URL` (blueprints/gateway/forwarding.py).
+SERVICE_PATHS = {
+    "auth": tuple(API_PREFIX + path for path in ("/auth", "/keys", "/users")),
+    "chat": tuple(
+        API_PREFIX + path for path in ("/chat", "/providers", "/models", "/personas", "/conversations")
+    ) + ("/v1",),
+    "asset": tuple(API_PREFIX + path for path in ("/assets", "/jobs")),
+}
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,8 @@ class Settings:
     last_used_flush_interval: float
     database_connect_timeout: int
     service_urls: Mapping[str, str] = field(default_factory=dict)
+    gateway_connect_timeout: float = 3.0
+    gateway_read_timeout: float = 300.0
     access_token_ttl: int = 900
     refresh_token_ttl: int = 30 * 24 * 3600
     key_rotation_grace: int = 24 * 3600
@@ -191,8 +203,9 @@ def load_settings(env: Mapping[str, str], instance_path: Path, project_root: Pat
     redis_url = env.get("REDIS_URL", "").strip() or None
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+    services = parse_services(env.get("SERVICE_NAME", "all"))
     return Settings(
-        services=parse_services(env.get("SERVICE_NAME", "all")),
+        services=services,
         environment=environment,
         database_url=_database_url(env, instance_path),
         redis_url=redis_url,
@@ -203,17 +216,73 @@ def load_settings(env: Mapping[str, str], instance_path: Path, project_root: Pat
             origin.strip() for origin in env.get("ALLOWED_ORIGINS", "").split(",") if origin.strip()
         ),
         database_connect_timeout=int(number(env, "DATABASE_CONNECT_TIMEOUT", 3, minimum=1)),
-        service_urls={
-            name: env[f"{name.upper()}_SERVICE_URL"].rstrip("/")
-            for name in ("auth", "chat", "asset")
-            if env.get(f"{name.upper()}_SERVICE_URL", "").strip()
-        },
         llm=load_llm_settings(env),
         assets=load_asset_settings(env),
         database_pool_size=int(number(env, "DATABASE_POOL_SIZE", 20, minimum=1)),
         database_max_overflow=int(number(env, "DATABASE_MAX_OVERFLOW", 10)),
         **_auth_settings(env, environment, redis_url),
+        **_gateway_settings(env, services),
     )
+
+
+def _gateway_settings(env: Mapping[str, str], services: tuple[str, ...]) -> dict:
+    """Where the services this process does not mount are, and how long to wait for them.
+
+    A `<NAME>_SERVICE_URL` that is set is always checked; one that is missing stops start-up
+    only where it would be used: in a process that mounts the gateway but not that service.
+    """
+    urls = {}
+    for name, paths in SERVICE_PATHS.items():
+        variable = f"{name.upper()}_SERVICE_URL"
+        raw = (env.get(variable) or "").strip()
+        if raw:
+            urls[name] = service_url(variable, raw)
+        elif "gateway" in services and name not in services:
+            together = ",".join(s for s in SERVICES if s in services or s == name)
+            raise ConfigError(
+                f"{variable} is not set: the gateway forwards {', '.join(paths)} to it "
+                f"(set it to the {name} service's URL, such as http://gaia-{name}.internal:8080, "
+                f"or serve {name} in this process: SERVICE_NAME={together})"
+            )
+    return {
+        "service_urls": urls,
+        "gateway_connect_timeout": _seconds(env, "GATEWAY_CONNECT_TIMEOUT", 3.0),
+        "gateway_read_timeout": _seconds(env, "GATEWAY_READ_TIMEOUT", 300.0),
+    }
+
+
+def service_url(variable: str, raw: str) -> str:
+    """The origin (scheme, host, port) a service's requests are forwarded to, from `raw`.
+
+    No path: every Gaia service serves its paths from its root, and a base such as
+    `http://chat:8080/api/v0.2` would double each forwarded path. No credentials: requests
+    would turn them into an Authorization header that replaces the client's own.
+    """
+    parts = urlsplit(raw)
+    example = f"http://gaia-{variable.split('_', 1)[0].lower()}.internal:8080"
+    blank = any(char.isspace() for char in raw)
+    if blank or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{variable}={raw!r} must be an http:// or https:// URL with a host, such as {example}"
+        )
+    if "@" in parts.netloc:  # the message leaves the value out: it holds a password
+        raise ConfigError(f"{variable} must not hold credentials (user:password@ before the host)")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 or parts.netloc.endswith(":"):
+        raise ConfigError(f"{variable}={raw!r} has a bad port: it must be a number from 1 to 65535")
+    if "?" in raw or "#" in raw or parts.path not in ("", "/"):
+        raise ConfigError(
+            f"{variable}={raw!r} must be the service's origin, without a path, query or "
+            f"fragment (such as {example}): each request's own path and query are added to it"
+        )
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    return number(env, name, default, minimum=0.1)
 
 
 def _auth_settings(env: Mapping[str, str], environment: str, redis_url: str | None) -> dict:

@@ -3,6 +3,7 @@ No dependencies, so that `config` and `providers.settings` can both build on it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 
@@ -24,6 +25,8 @@ def number(env: Mapping[str, str], name: str, default: float, minimum: float = 0
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} must be a finite number")
     if value < minimum:
         raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
     return value

@@ -158,6 +158,20 @@ class UpstreamTimeout(UpstreamFailure):
     type = "/problems/upstream-timeout"
 
 
+class UpstreamBadResponse(UpstreamFailure):
+    """A service behind answered an error that is no API answer (a proxy's HTML page, a
+    crashed server's plain text): the client gets this in its place (502)."""
+
+    type = "/problems/upstream-bad-response"
+
+
+class LengthRequired(APIError):
+    """A body of unknown length that this server cannot read safely (411)."""
+
+    status = 411
+    type = "/problems/length-required"
+
+
 # -- rendering ----------------------------------------------------------------------------
 
 

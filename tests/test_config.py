@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -94,4 +95,95 @@ def test_settings_are_read_when_the_factory_runs(monkeypatch, tmp_path):
     monkeypatch.setenv("SERVICE_NAME", "chat")
     assert gaia(create_app()).settings.services == ("chat",)
     monkeypatch.setenv("SERVICE_NAME", "auth,gateway")
+    monkeypatch.setenv("CHAT_SERVICE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("ASSET_SERVICE_URL", "http://127.0.0.1:9")
     assert gaia(create_app()).settings.services == ("gateway", "auth")
+
+
+# -- where a gateway finds the other services, and how long it waits for them --------------
+
+ELSEWHERE = {"AUTH_SERVICE_URL": "http://auth:8080", "CHAT_SERVICE_URL": "http://chat:8080",
+             "ASSET_SERVICE_URL": "http://asset:8080"}
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ("http://gaia-chat.internal:8080", "http://gaia-chat.internal:8080"),
+        ("http://gaia-chat.internal:8080/", "http://gaia-chat.internal:8080"),
+        ("  HTTPS://chat.example.com  ", "https://chat.example.com"),
+        ("http://[fdaa::3]:8080", "http://[fdaa::3]:8080"),
+    ],
+)
+def test_a_service_url_is_its_origin(tmp_path, given, expected):
+    env = {**ELSEWHERE, "SERVICE_NAME": "gateway", "CHAT_SERVICE_URL": given}
+    assert settings(tmp_path, **env).service_urls["chat"] == expected
+
+
+@pytest.mark.parametrize(
+    "given, match",
+    [
+        ("localhost:8002",
+         "CHAT_SERVICE_URL='localhost:8002' must be an http:// or https:// URL with a host"),
+        ("ftp://chat:21", "must be an http:// or https:// URL"),
+        ("http://", "must be an http:// or https:// URL with a host"),
+        ("http:///api", "must be an http:// or https:// URL with a host"),
+        ("http://chat :8080", "must be an http:// or https:// URL"),
+        ("http://chat:80a", "CHAT_SERVICE_URL='http://chat:80a' has a bad port"),
+        ("http://chat:70000", "has a bad port"),
+        ("http://chat:0", "has a bad port"),
+        ("http://chat:", "has a bad port"),
+        ("http://chat:8080?x=1", "without a path, query or fragment"),
+        ("http://chat:8080/#top", "without a path, query or fragment"),
+        ("http://chat:8080/api/v0.2", "without a path, query or fragment"),
+    ],
+)
+def test_a_malformed_service_url_is_named(tmp_path, given, match):
+    with pytest.raises(ConfigError, match=re.escape(match)):
+        settings(tmp_path, **{**ELSEWHERE, "SERVICE_NAME": "gateway", "CHAT_SERVICE_URL": given})
+
+
+def test_a_service_url_with_credentials_is_refused_without_showing_them(tmp_path):
+    with pytest.raises(ConfigError, match="must not hold credentials") as caught:
+        settings(tmp_path, **{**ELSEWHERE, "ASSET_SERVICE_URL": "http://gaia:hunter2@asset:8080"})
+    assert "hunter2" not in str(caught.value) and "ASSET_SERVICE_URL" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "service_name, missing",
+    [
+        ("gateway", "AUTH_SERVICE_URL"),
+        ("gateway,auth,chat", "ASSET_SERVICE_URL"),
+        ("gateway,asset", "AUTH_SERVICE_URL"),
+    ],
+)
+def test_a_missing_service_url_stops_a_gateway_that_needs_it(tmp_path, service_name, missing):
+    env = {k: v for k, v in ELSEWHERE.items() if k != missing}
+    with pytest.raises(ConfigError, match=f"^{missing} is not set: the gateway forwards /api/v0.2/"):
+        settings(tmp_path, SERVICE_NAME=service_name, **env)
+
+
+@pytest.mark.parametrize("service_name", ["all", "chat", "auth,asset", "gateway,auth,chat,asset"])
+def test_service_urls_are_needed_only_for_what_a_gateway_forwards(tmp_path, service_name):
+    assert settings(tmp_path, SERVICE_NAME=service_name).service_urls == {}
+
+
+def test_gateway_timeouts_default_and_are_read(tmp_path):
+    default = settings(tmp_path)
+    assert (default.gateway_connect_timeout, default.gateway_read_timeout) == (3.0, 300.0)
+    chosen = settings(tmp_path, GATEWAY_CONNECT_TIMEOUT="0.5", GATEWAY_READ_TIMEOUT="45")
+    assert (chosen.gateway_connect_timeout, chosen.gateway_read_timeout) == (0.5, 45.0)
+
+
+@pytest.mark.parametrize("variable", ["GATEWAY_CONNECT_TIMEOUT", "GATEWAY_READ_TIMEOUT"])
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "nan", "inf"])
+def test_bad_gateway_timeouts_are_named(tmp_path, variable, value):
+    with pytest.raises(ConfigError, match=f"^{variable}="):
+        settings(tmp_path, **{variable: value})
+
+
+@pytest.mark.parametrize("variable", ["AUTH_CACHE_TTL", "LLM_READ_TIMEOUT", "ASSET_JOB_LEASE_SECONDS"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_no_number_setting_takes_nan_or_infinity(tmp_path, variable, value):
+    with pytest.raises(ConfigError, match=f"^{variable}="):
+        settings(tmp_path, **{variable: value})

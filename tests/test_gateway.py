@@ -1,11 +1,30 @@
-"""Split mode: a gateway-only process forwards to a chat service over real HTTP."""
+"""Split mode: a gateway-only process forwards to a chat service over real HTTP.
 
+(Its behaviour under faults: tests/test_gateway_faults.py.)
+"""
+
+import os
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
 
+from gaia_app.config import ConfigError
 from tests.conftest import make_app
+
+ROOT = Path(__file__).resolve().parent.parent
+# Nothing listens there: the services a test does not call are refused at once.
+NOWHERE = "http://127.0.0.1:9"
+
+
+def gateway_app(database_url, tmp_path_factory, chat_url, **settings):
+    """A gateway alone, forwarding chat to `chat_url` (auth and asset lead nowhere)."""
+    return make_app(database_url, tmp_path_factory, SERVICE_NAME="gateway", CHAT_SERVICE_URL=chat_url,
+                    AUTH_SERVICE_URL=NOWHERE, ASSET_SERVICE_URL=NOWHERE, **settings)
 
 
 @pytest.fixture
@@ -19,10 +38,7 @@ def chat_service(database_url, tmp_path_factory, _session_app):
 
 @pytest.fixture
 def gateway(database_url, tmp_path_factory, chat_service):
-    app = make_app(
-        database_url, tmp_path_factory, SERVICE_NAME="gateway", CHAT_SERVICE_URL=chat_service,
-        GAIA_BUILD_ID="build-1",
-    )
+    app = gateway_app(database_url, tmp_path_factory, chat_service, GAIA_BUILD_ID="build-1")
     return app.test_client()
 
 
@@ -46,17 +62,46 @@ def test_gateway_health_reports_the_remote_service_and_version_skew(gateway):
     assert body["status"] == "degraded"
 
 
-def test_unreachable_or_unconfigured_service_is_a_clear_error(database_url, tmp_path_factory, _session_app):
-    down = make_app(database_url, tmp_path_factory, SERVICE_NAME="gateway",
-                    CHAT_SERVICE_URL="http://127.0.0.1:1").test_client()
+def test_an_unreachable_service_is_a_502_at_once(database_url, tmp_path_factory, _session_app):
+    down = gateway_app(database_url, tmp_path_factory, NOWHERE).test_client()
+    started = time.monotonic()
     response = down.get("/api/v0.2/models")
+    assert time.monotonic() - started < 1.0
     assert response.status_code == 502 and response.content_type == "application/problem+json"
+    assert response.headers["Retry-After"] == "5"
+    assert "chat service" in response.get_json()["detail"]
+    openai = down.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": []})
+    assert openai.status_code == 502 and openai.get_json()["error"]["type"] == "server_error"
+    assert openai.headers["Retry-After"] == "5"
     assert down.get("/health").get_json()["remote"]["chat"]["status"] == "unreachable"
 
-    alone = make_app(database_url, tmp_path_factory, SERVICE_NAME="gateway").test_client()
-    response = alone.get("/api/v0.2/providers")
-    assert response.status_code == 503
-    assert "CHAT_SERVICE_URL" in response.get_json(force=True)["detail"]
+
+def test_a_gateway_without_a_service_url_does_not_start(tmp_path, tmp_path_factory):
+    database_url = f"sqlite:///{tmp_path / 'gaia.db'}"
+    with pytest.raises(ConfigError) as caught:
+        make_app(database_url, tmp_path_factory, SERVICE_NAME="gateway",
+                 AUTH_SERVICE_URL=NOWHERE, ASSET_SERVICE_URL=NOWHERE)
+    message = str(caught.value)
+    assert message.startswith("CHAT_SERVICE_URL is not set: the gateway forwards /api/v0.2/chat")
+    assert "/v1" in message and "SERVICE_NAME=gateway,chat" in message
+    # Serving chat in the same process needs no URL for it.
+    both = make_app(database_url, tmp_path_factory, SERVICE_NAME="gateway,chat",
+                    AUTH_SERVICE_URL=NOWHERE, ASSET_SERVICE_URL=NOWHERE)
+    assert both.url_map.bind("").match("/api/v0.2/models")[0] == "chat.list_models"
+
+
+def test_wsgi_names_the_missing_service_url_in_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_SERVICE_URL")
+           and k not in ("DATABASE_URL", "ENVIRONMENT", "SERVICE_NAME")}
+    env.update(SERVICE_NAME="gateway", GAIA_INSTANCE_PATH=str(tmp_path),
+               AUTH_SERVICE_URL=NOWHERE, CHAT_SERVICE_URL="localhost:8002")
+    result = subprocess.run([sys.executable, "-c", "import wsgi"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 4
+    assert result.stderr.strip() == (
+        "gaia: configuration error: CHAT_SERVICE_URL='localhost:8002' must be an http:// or "
+        "https:// URL with a host, such as http://gaia-chat.internal:8080"
+    )
 
 
 @pytest.fixture
@@ -71,15 +116,13 @@ def slow_openai():
 def test_a_chat_stream_passes_through_the_gateway_as_it_is_made(
     database_url, tmp_path_factory, _session_app, slow_openai, make
 ):
-    import time
-
     chat = make_app(database_url, tmp_path_factory, SERVICE_NAME="chat",
                     OPENAI_API_KEY=slow_openai.api_key, OPENAI_BASE_URL=slow_openai.url + "/v1")
     server = make_server("127.0.0.1", 0, chat, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        gateway = make_app(database_url, tmp_path_factory, SERVICE_NAME="gateway",
-                           CHAT_SERVICE_URL=f"http://127.0.0.1:{server.server_port}").test_client()
+        gateway = gateway_app(database_url, tmp_path_factory,
+                              f"http://127.0.0.1:{server.server_port}").test_client()
         started = time.monotonic()
         response = gateway.post("/api/v0.2/chat", json={"message": "hi", "model": "gpt-4o", "stream": True},
                                 headers={"X-API-Key": make.key()}, buffered=False)
@@ -118,8 +161,8 @@ def test_the_gateway_shares_one_session_and_keeps_no_cookies(
     server = make_server("127.0.0.1", 0, chat, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        gateway = make_app(database_url, tmp_path_factory, SERVICE_NAME="gateway",
-                           CHAT_SERVICE_URL=f"http://127.0.0.1:{server.server_port}").test_client()
+        gateway = gateway_app(database_url, tmp_path_factory,
+                              f"http://127.0.0.1:{server.server_port}").test_client()
         headers = {"X-API-Key": make.key()}
         response = gateway.get("/api/v0.2/models?provider=local", headers=headers)
         assert response.status_code == 200 and "someone-else" in response.headers["Set-Cookie"]

@@ -11,6 +11,8 @@ from gaia_app import create_app
 from gaia_app.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
+# Where a gateway alone finds the other services (never called here).
+SERVICE_URLS = {f"{name}_SERVICE_URL": "http://127.0.0.1:9" for name in ("AUTH", "CHAT", "ASSET")}
 
 
 def routes(app):
@@ -40,7 +42,7 @@ def test_a_single_service_mounts_only_itself(instance):
 
     assert endpoint_of(chat, "/api/v0.2/models") == "chat.list_models"
 
-    gateway = create_app({**instance, "SERVICE_NAME": "gateway"}, environ={})
+    gateway = create_app({**instance, "SERVICE_NAME": "gateway", **SERVICE_URLS}, environ={})
     # The gateway only forwards the chat paths; it does not serve them itself.
     assert endpoint_of(gateway, "/api/v0.2/models").startswith("gateway_forwarding.")
     body = gateway.test_client().get("/").get_json()
