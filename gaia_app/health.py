@@ -27,6 +27,13 @@ blp = Blueprint("health", __name__, description="Health checks (no credentials n
 REMOTE_TIMEOUT = (1.0, 2.0)
 
 
+def database_name(url) -> str:
+    """The database's name, never its host or credentials (for SQLite, the file's name)."""
+    if url.get_backend_name() == "sqlite":
+        return (url.database or ":memory:").rsplit("/", 1)[-1]
+    return url.database or ""
+
+
 def _database_check(app: Flask) -> tuple[dict, list[dict]]:
     migrations = gaia(app).migrations
     heads = migrations.heads
@@ -49,9 +56,12 @@ def _database_check(app: Flask) -> tuple[dict, list[dict]]:
         return database, [{"name": "database", "status": "fail", "detail": reason}]
 
     head = heads[0] if len(heads) == 1 else list(heads)
+    name = database_name(db.engine.url)
     if current is None:
         state, detail = "uninitialized", (
-            "the database has no schema (no alembic_version table): run `flask --app wsgi db upgrade`"
+            f"the database `{name}` has no schema (no alembic_version table): run "
+            "`flask --app wsgi db upgrade` against it, or point DATABASE_URL at the database the "
+            "other services use (on Fly, the shared `postgres` database of gaia-db-<env>)"
         )
     elif sorted(current) == sorted(heads):
         state, detail = "current", None
@@ -67,6 +77,7 @@ def _database_check(app: Flask) -> tuple[dict, list[dict]]:
         )
     database = {
         "status": "connected",
+        "name": name,
         "latency_ms": latency_ms,
         "migrations": {
             "current": (current[0] if current and len(current) == 1 else current),

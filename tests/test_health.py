@@ -69,6 +69,10 @@ def test_missing_schema_is_degraded_and_says_what_to_run(fresh_database, tmp_pat
     assert body["database"]["migrations"]["status"] == "uninitialized"
     detail = next(c["detail"] for c in body["checks"] if c["name"] == "migrations")
     assert "flask --app wsgi db upgrade" in detail
+    # Which database it is: the seed's services connected to one `fly postgres attach` made.
+    name = fresh_database.rsplit("/", 1)[-1]
+    assert body["database"]["name"] == name and f"`{name}`" in detail
+    assert "127.0.0.1" not in str(body) and "postgres@" not in str(body)
 
     # The seed's "relation api_keys does not exist" becomes a clear 503.
     from gaia_app.identity.apikeys import generate_api_key
