@@ -206,9 +206,8 @@ def test_completion_not_streamed(client, auth, oai):
 
     [call] = chat_calls(oai)
     sent = call["json"]
-    # Stateless: exactly what the client sent (no persona added), in the provider's terms.
-    assert sent["messages"] == [{"role": "system", "content": "Be short."},
-                                {"role": "user", "content": "hi there"}]
+    # Stateless, and exactly what the client sent (no persona added, parts kept as parts).
+    assert sent["messages"] == messages
     assert sent["max_tokens"] == 50 and sent["temperature"] == 0.2
     assert call["headers"]["authorization"] == f"Bearer {KEY_A}"
 
@@ -292,18 +291,44 @@ BAD_REQUESTS = {
     "messages-missing": ({"messages": None}, "messages"),
     "messages-empty": ({"messages": []}, "messages"),
     "messages-not-a-list": ({"messages": "hi there"}, "messages"),
-    "bad-role": ({"messages": [{"role": "tool", "content": "x"}, *USER]}, "messages[0]"),
+    "bad-role": ({"messages": [{"role": "narrator", "content": "x"}, *USER]}, "messages[0]"),
+    "tool-result-for-no-call": ({"messages": [*USER, {"role": "tool", "tool_call_id": "call_9", "content": "x"}]},
+                                "messages[1].tool_call_id"),
     "no-role": ({"messages": [{"content": "hi"}]}, "messages[0]"),
     # An object or array as the role was a 500 (unhashable in the role lookup).
     "object-role": ({"messages": [{"role": {}, "content": "hi"}, *USER]}, "messages[0]"),
     "array-role": ({"messages": [{"role": ["user"], "content": "hi"}, *USER]}, "messages[0]"),
     "message-not-an-object": ({"messages": ["hi"]}, "messages[0]"),
-    "image-content": ({"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}}]}]}, "messages[0].content"),
+    "image-over-http": ({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "http://example.com/x.png"}}]}]},
+        "messages[0].content[0].image_url.url"),
+    "data-url-not-an-image": ({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:text/html;base64,PGI+"}}]}]},
+        "messages[0].content[0].image_url.url"),
+    "unknown-part": ({"messages": [{"role": "user", "content": [{"type": "video", "video": {}}]}]},
+                     "messages[0].content[0]"),
     "number-content": ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
     "no-user-message": ({"messages": [{"role": "system", "content": "x"}]}, "messages"),
-    "n-2": ({"n": 2}, "n"),
-    "tools": ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+    "n-0": ({"n": 0}, "n"),
+    "tool-schema-not-a-schema": ({"tools": [{"type": "function", "function": {
+        "name": "f", "parameters": {"type": 5}}}]}, "tools[0].function.parameters"),
+    "tool-without-name": ({"tools": [{"type": "function", "function": {"description": "x"}}]},
+                          "tools[0].function.name"),
+    "500-tools": ({"tools": [{"type": "function", "function": {"name": f"f{i}"}} for i in range(500)]}, "tools"),
+    "tool-twice": ({"tools": [{"type": "function", "function": {"name": "f"}}] * 2}, "tools[1]"),
+    "tool-choice-unknown": ({"tools": [{"type": "function", "function": {"name": "f"}}],
+                             "tool_choice": {"type": "function", "function": {"name": "g"}}}, "tool_choice"),
+    "json-schema-invalid": ({"response_format": {"type": "json_schema", "json_schema": {
+        "name": "npc", "schema": {"type": "object", "properties": 3}}}},
+        "response_format.json_schema.schema"),
+    "response-format-unknown": ({"response_format": {"type": "yaml"}}, "response_format"),
+    "assistant-tool-call-without-id": ({"messages": [*USER, {"role": "assistant", "content": None, "tool_calls": [
+        {"type": "function", "function": {"name": "f", "arguments": "{}"}}]}]}, "messages[1].tool_calls[0]"),
+    "stop-5": ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    "top-p-2": ({"top_p": 2}, "top_p"),
+    "logit-bias-words": ({"logit_bias": {"hello": 5}}, "logit_bias"),
+    "top-logprobs-50": ({"top_logprobs": 50}, "top_logprobs"),
+    "metadata-nested": ({"metadata": {"a": {"b": 1}}}, "metadata"),
     "too-many-messages": ({"messages": USER * (MAX_MESSAGES + 1)}, "messages"),
     "oversized-content": ({"messages": [{"role": "user", "content": "x" * (MAX_CHARS + 1)}]},
                           "messages[0].content"),
@@ -421,8 +446,8 @@ def test_sdk_unknown_model_is_not_found(sdk):
 
 def test_sdk_bad_request(sdk):
     with pytest.raises(openai.BadRequestError) as caught:
-        sdk.chat.completions.create(model="gaia-local", messages=USER, n=2)
-    assert caught.value.param == "n"
+        sdk.chat.completions.create(model="gaia-local", messages=USER, logit_bias={"50256": -100})
+    assert caught.value.param == "logit_bias" and "local" in caught.value.message
 
 
 def test_sdk_provider_429_is_rate_limit_error(sdk, oai):

@@ -25,7 +25,7 @@ from gaia_app.errors import InvalidField
 from gaia_app.extensions import db, release_connection
 from gaia_app.identity import Principal
 from gaia_app.models import utcnow
-from gaia_app.providers import common
+from gaia_app.providers import common, params
 from gaia_app.providers.base import ChatMessage, ChatRequest, Completion, ModelInfo, ProviderError, Usage
 from gaia_app.state import gaia
 
@@ -50,13 +50,27 @@ class Exchange:
     persona_id: uuid.UUID | None = None
     user_message: str | None = None
     user_message_at: datetime = field(default_factory=utcnow)
+    # The OpenAI-compatible API: parameters beyond the core (each target takes the ones its
+    # kind forwards or translates, `providers.params`), the messages as sent, and the relay.
+    options: dict = field(default_factory=dict)
+    wire_messages: tuple[dict, ...] | None = None
+    relay: bool = False
+    relay_model: str | None = None
+    relay_usage: bool = False
 
     def request_for(self, target: Target) -> ChatRequest:
+        kind = target.provider.kind
         return ChatRequest(
             model=target.model.id,
             messages=self.messages,
             max_tokens=self.max_tokens,
             temperature=self.temperature,
+            options={name: value for name, value in self.options.items()
+                     if params.handling(name, kind) in (params.FORWARD, params.TRANSLATE)},
+            wire_messages=self.wire_messages,
+            relay=self.relay,
+            relay_model=self.relay_model,
+            relay_usage=self.relay_usage,
         )
 
     @property

@@ -18,6 +18,7 @@ from werkzeug.exceptions import UnsupportedMediaType
 from blueprints.chat import exchange as exchanges
 from blueprints.chat import personas, routing
 from blueprints.chat.exchange import Exchange
+from blueprints.chat.openai_request import check_parameters, invalid, read_messages
 from blueprints.chat.openai_schemas import (
     STREAM_DESCRIPTION,
     OpenAIChatCompletionRequestSchema,
@@ -28,11 +29,11 @@ from blueprints.chat.openai_schemas import (
 from blueprints.chat.streaming import ChunkWriter, StreamOutcome
 from gaia_app import json_body
 from gaia_app.blueprint import Blueprint
-from gaia_app.errors import APIError, InvalidField, InvalidRequest, UnknownModel
+from gaia_app.errors import InvalidField, InvalidRequest, UnknownModel
 from gaia_app.identity import current_principal, require_auth
+from gaia_app.providers import params
 from gaia_app.providers.base import ChatMessage
 from gaia_app.providers.common import prompt_tokens
-from gaia_app.schemas import text_problem
 from gaia_app.state import gaia
 
 # Errors here are rendered in OpenAI's shape by the app's one handler set (`gaia_app.errors`),
@@ -40,11 +41,10 @@ from gaia_app.state import gaia
 blp = Blueprint("openai", __name__, url_prefix="/v1", description="OpenAI-compatible API")
 
 PERSONA_PREFIX = "persona:"
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-
-
-def _invalid(message: str, param: str | None = None) -> APIError:
-    return InvalidField(param, message) if param else InvalidRequest(message)
+# A request (or, with GAIA_DROP_UNSUPPORTED_PARAMS, the deployment) may let Gaia drop the
+# parameters a provider cannot take; the response then names them.
+DROP_HEADER = "X-Gaia-Drop-Params"
+DROPPED_HEADER = "X-Gaia-Dropped-Params"
 
 
 def _int_field(body: dict, name: str, minimum: int, maximum: int) -> int | None:
@@ -52,39 +52,8 @@ def _int_field(body: dict, name: str, minimum: int, maximum: int) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        raise _invalid(f"'{name}' must be an integer from {minimum} to {maximum}.", name)
+        raise invalid(f"'{name}' must be an integer from {minimum} to {maximum}.", name)
     return value
-
-
-def _messages(body: dict) -> list[ChatMessage]:
-    llm = gaia().settings.llm
-    raw = body.get("messages")
-    if not isinstance(raw, list) or not raw:
-        raise _invalid("'messages' must be a non-empty array.", "messages")
-    if len(raw) > llm.max_messages:
-        raise _invalid(f"'messages' has {len(raw)} entries; at most {llm.max_messages} are allowed.", "messages")
-    found = []
-    for index, message in enumerate(raw):
-        param = f"messages[{index}]"
-        role = message.get("role") if isinstance(message, dict) else None
-        if not isinstance(role, str) or role not in ROLES:
-            raise _invalid(f"{param} needs a role: system, developer, user or assistant.", param)
-        content = message.get("content")
-        if isinstance(content, list):
-            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
-                raise _invalid(f"{param}.content: only text parts are supported.", f"{param}.content")
-            content = "".join(part["text"] for part in content)
-        if not isinstance(content, str):
-            raise _invalid(f"{param}.content must be a string or an array of text parts.", f"{param}.content")
-        problem = text_problem(content)
-        if problem:
-            raise _invalid(f"{param}.content: {problem}", f"{param}.content")
-        if len(content) > llm.max_message_chars:
-            raise _invalid(f"{param}.content is longer than {llm.max_message_chars} characters.", f"{param}.content")
-        found.append(ChatMessage(ROLES[role], content))
-    if not any(m.role == "user" for m in found):
-        raise _invalid("'messages' needs at least one user message.", "messages")
-    return found
 
 
 class ContextTooLong(InvalidField):
@@ -107,24 +76,43 @@ def _check_fits(messages: list[ChatMessage], target, max_tokens: int | None) -> 
         )
 
 
-def _prepare(body: dict) -> tuple[Exchange, str, bool]:
+def _drop_allowed() -> bool:
+    asked = request.headers.get(DROP_HEADER, "").strip().lower()
+    return asked in ("1", "true", "yes") or gaia().settings.llm.drop_unsupported_params
+
+
+def _unsupported(target, used: list[str], features: set[str]) -> list[str]:
+    """The parameters to drop for `target` (only when dropping is allowed); refuses the request
+    when it uses what the provider cannot take. Features of the messages are never dropped."""
+    kind, provider = target.provider.kind, target.provider.id
+    for feature in params.refused(sorted(features), kind):
+        raise invalid(f"The messages use {feature!r}, which provider '{provider}' ({kind}) does not "
+                      f"support; choose another model.", "messages")
+    refused = params.refused(used, kind)
+    if refused and not _drop_allowed():
+        raise invalid(
+            f"'{refused[0]}' is not supported by provider '{provider}' ({kind}) for model "
+            f"'{target.model.id}'. Remove it, choose another model, or send {DROP_HEADER}: true "
+            "to have it dropped (the response then names what was dropped).", refused[0])
+    return refused
+
+
+def _prepare(body: dict) -> tuple[Exchange, str, list[str]]:
     principal = current_principal()
+    llm = gaia().settings.llm
     model = body.get("model")
     if not isinstance(model, str) or not model or len(model) > 200:
-        raise _invalid("'model' is required: a model id from GET /v1/models.", "model")
-    if body.get("n", 1) != 1:
-        raise _invalid("Only n=1 is supported.", "n")
-    if body.get("tools") or body.get("functions"):
-        raise _invalid("Tools and functions are not supported.", "tools")
+        raise invalid("'model' is required: a model id from GET /v1/models.", "model")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
-        raise _invalid("'stream' must be true or false.", "stream")
+        raise invalid("'stream' must be true or false.", "stream")
     temperature = body.get("temperature")
     if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2):
-        raise _invalid("'temperature' must be a number from 0 to 2.", "temperature")
+        raise invalid("'temperature' must be a number from 0 to 2.", "temperature")
     tokens_field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     max_tokens = _int_field(body, tokens_field, 1, 1_000_000)
-    messages = _messages(body)
+    wire, messages = read_messages(body.get("messages"), llm.max_messages, llm.max_message_chars)
+    check_parameters(body)
 
     persona_id = None
     if model.startswith(PERSONA_PREFIX):
@@ -133,24 +121,36 @@ def _prepare(body: dict) -> tuple[Exchange, str, bool]:
             raise UnknownModel(f"The model `{model}` does not exist: no persona of that name.")
         persona_id = persona.id
         messages.insert(0, ChatMessage("system", persona.system_prompt))
+        wire = ({"role": "system", "content": persona.system_prompt}, *wire)
         target = routing.resolve_target(None, None)
     else:
         target = routing.resolve_target(model, None)
     exchanges.check_max_tokens(max_tokens, target.model, tokens_field)
     _check_fits(messages, target, max_tokens)
-    options = body.get("stream_options")
-    include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+    features = params.features_of(wire)
+    used = [name for name in body if name not in params.CORE]
+    dropped = _unsupported(target, used, features)
+    options = {name: body[name] for name in used if name not in dropped}
+    wanted = [*options, *features]
+    stream_options = body.get("stream_options")
     exchange = Exchange(
         principal=principal,
         kind="chat.completions",
-        targets=routing.candidates(target, True),
+        # Fallbacks only among providers that take the whole request.
+        targets=[t for t in routing.candidates(target, True)
+                 if t is target or not params.refused(wanted, t.provider.kind)],
         messages=tuple(messages),
         max_tokens=max_tokens,
         temperature=temperature,
         stream=stream,
         persona_id=persona_id,
+        options=options,
+        wire_messages=wire,
+        relay=True,
+        relay_model=model if persona_id else None,
+        relay_usage=bool(isinstance(stream_options, dict) and stream_options.get("include_usage")),
     )
-    return exchange, model, include_usage
+    return exchange, model, dropped
 
 
 @blp.route("/chat/completions", methods=["POST"])
@@ -173,8 +173,9 @@ def chat_completions():
     except json.JSONDecodeError:
         raise InvalidRequest("We could not parse the JSON body of your request.") from None
     if not isinstance(body, dict):
-        raise _invalid("The request body must be a JSON object.")
-    exchange, model_name, include_usage = _prepare(body)
+        raise invalid("The request body must be a JSON object.")
+    exchange, model_name, dropped = _prepare(body)
+    headers = {DROPPED_HEADER: ", ".join(dropped)} if dropped else {}
 
     def response_model(target) -> str:
         # A persona model keeps the name the client asked for.
@@ -182,6 +183,8 @@ def chat_completions():
 
     if not exchange.stream:
         target, completion = exchanges.complete(exchange)
+        if completion.raw is not None:
+            return completion.raw, 200, headers
         return {
             "id": "chatcmpl-" + uuid.uuid4().hex,
             "object": "chat.completion",
@@ -194,15 +197,17 @@ def chat_completions():
                 "finish_reason": completion.finish_reason,
             }],
             "usage": completion.usage.as_dict(),
-        }
+        }, 200, headers
 
     def closing(outcome: StreamOutcome, writer: ChunkWriter) -> list[bytes]:
+        if outcome.relayed:
+            return []  # the provider's own last chunks went out as they came
         events = [writer.finish(outcome.finish_reason)]
-        if include_usage:
+        if exchange.relay_usage:
             events.append(writer.usage_only(exchanges.outcome_usage(exchange, outcome).as_dict()))
         return events
 
-    return exchanges.stream_response(exchange, response_model, closing)
+    return exchanges.stream_response(exchange, response_model, closing, headers)
 
 
 def _model_entries() -> list[dict]:
@@ -233,7 +238,15 @@ def list_models():
          responses={"200": {"description": "The model",
                             "content": {"application/json": {"schema": OpenAIModelObjectSchema}}}})
 def get_model(model_id: str):
+    """Every id chat accepts: a listed one, `persona:<name>`, or `<provider>/<model>`."""
     for entry in _model_entries():
         if entry["id"] == model_id:
             return entry
+    if "/" in model_id:
+        try:
+            target = routing.resolve_target(model_id, None)
+        except UnknownModel:
+            target = None
+        if target is not None:
+            return {"id": model_id, "object": "model", "created": 0, "owned_by": target.provider.id}
     raise UnknownModel(f"The model `{model_id}` does not exist or you do not have access to it.")

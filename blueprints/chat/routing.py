@@ -200,4 +200,10 @@ def problem_for(error: ProviderError) -> APIError:
     headers = {}
     if error.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
-    return kind(detail, headers=headers or None, provider=error.provider)
+    problem = kind(detail, headers=headers or None, provider=error.provider)
+    if error.kind == "rejected" and (error.code or error.param):
+        # The provider's own words on what was wrong (`context_length_exceeded`, the field).
+        problem.openai_code = error.code
+        if error.param:
+            problem.errors = [{"field": error.param, "location": "json", "message": detail}]
+    return problem

@@ -144,6 +144,9 @@ class StreamOutcome:
 
     def __init__(self) -> None:
         self.target: Target | None = None
+        # The provider's own events went out as they came (`StreamChunk.raw`): they carried
+        # its last chunk and usage, so nothing is added after them.
+        self.relayed = False
         self.text_parts: list[str] = []
         self.chunk: StreamChunk | None = None  # the last one: usage and finish reason
         self.first_token_at: float | None = None
@@ -171,6 +174,30 @@ class _Translator:
         self.outcome = StreamOutcome()
         self.writer: ChunkWriter | None = None
         self._writer_for = writer_for
+        # Gaia's role chunk waits for the first chunk: a relayed stream has the provider's own.
+        self._role_pending = False
+
+    def _role(self, parts: list[bytes]) -> None:
+        if self._role_pending:
+            self._role_pending = False
+            parts.append(self.writer.role())
+
+    def _chunk(self, chunk: StreamChunk, parts: list[bytes]) -> None:
+        outcome = self.outcome
+        if chunk.raw is not None:
+            self._role_pending = False
+            outcome.relayed = True
+            parts.append(chunk.raw)
+        if chunk.text or chunk.raw is not None:
+            if outcome.first_token_at is None:
+                outcome.first_token_at = time.monotonic()
+        if chunk.text:
+            outcome.text_parts.append(chunk.text)
+            if chunk.raw is None:
+                self._role(parts)
+                parts.append(self.writer.content(chunk.text))
+        if chunk.usage is not None or chunk.finish_reason is not None:
+            outcome.chunk = chunk
 
     def take(self, event, parts: list[bytes]) -> bool:
         """Add what `event` sends to `parts`; True when the stream is over."""
@@ -178,20 +205,13 @@ class _Translator:
         if event is None:
             parts.append(KEEPALIVE)
         elif event[0] == "chunk":
-            chunk: StreamChunk = event[1]
-            if chunk.text:
-                if outcome.first_token_at is None:
-                    outcome.first_token_at = time.monotonic()
-                outcome.text_parts.append(chunk.text)
-                parts.append(self.writer.content(chunk.text))
-            if chunk.usage is not None or chunk.finish_reason is not None:
-                outcome.chunk = chunk
+            self._chunk(event[1], parts)
         elif event[0] == "opened":
             parts.append(OPENED)
         elif event[0] == "start":
             outcome.target = event[1]
             self.writer = self._writer_for(event[1])
-            parts.append(self.writer.role())
+            self._role_pending = True
         else:  # error
             outcome.error = event[1]
             parts.extend((error_event(event[1]), DONE))
@@ -205,6 +225,8 @@ class _Translator:
         parts: list[bytes] = []
         while True:
             if event is not None and event[0] == "end":
+                if not self.outcome.relayed:
+                    self._role(parts)  # an answer without text still names its role
                 return parts, False, True
             if self.take(event, parts):
                 return parts, True, False

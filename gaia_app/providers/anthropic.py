@@ -59,10 +59,27 @@ def to_messages_request(request: ChatRequest, max_tokens: int) -> dict:
     if request.temperature is not None:
         # Anthropic's range is 0-1; OpenAI's is 0-2.
         body["temperature"] = min(request.temperature, 1.0)
+    return _with_options(body, request.options)
+
+
+def _with_options(body: dict, options) -> dict:
+    """The Chat Completions parameters `providers.params` lets through, in the Messages API's
+    terms; fields Gaia does not know (vendor options such as `top_k`) go as they are."""
+    for name, value in options.items():
+        if name == "top_p":
+            body["top_p"] = value
+        elif name == "stop":
+            body["stop_sequences"] = [value] if isinstance(value, str) else list(value)
+        elif name == "user":
+            body.setdefault("metadata", {})["user_id"] = value
+        else:
+            body[name] = value
     return body
 
 
 class AnthropicProvider(RemoteProvider):
+    kind = "anthropic"
+
     def __init__(self, declaration: ProviderDeclaration, on_change=lambda: None, clock=None) -> None:
         headers = {"anthropic-version": API_VERSION}
         if declaration.api_key:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,17 @@ class ChatRequest:
     messages: tuple[ChatMessage, ...]
     max_tokens: int | None = None
     temperature: float | None = None
+    # The Chat Completions parameters beyond the ones above that this provider takes (see
+    # `providers.params`): forwarded as they are by OpenAI-kind adapters, translated by others.
+    options: Mapping[str, Any] = field(default_factory=dict)
+    # The messages exactly as an OpenAI-shaped client sent them (content parts, tool calls),
+    # for adapters that pass them through; `messages` is their text, for everything else.
+    wire_messages: tuple[Mapping[str, Any], ...] | None = None
+    # Relaying the provider's own answer (`Completion.raw`, `StreamChunk.raw`) to a /v1 client:
+    # the model name it shows (None: the provider's), and whether it asked for a usage chunk.
+    relay: bool = False
+    relay_model: str | None = None
+    relay_usage: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,8 @@ class Completion:
     model: str
     usage: Usage
     finish_reason: str = "stop"
+    # With `ChatRequest.relay`: the whole answer in Chat Completions' shape, to send as it is.
+    raw: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,8 @@ class StreamChunk:
     text: str = ""
     usage: Usage | None = None
     finish_reason: str | None = None
+    # With `ChatRequest.relay`: the server-sent event to send as it is (`data: {...}\n\n`).
+    raw: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,8 @@ class ProviderHealth:
 class LLMProvider(Protocol):
     id: str
     name: str
+    # The wire format it speaks: a key of `providers.kinds.KINDS` (decides `providers.params`).
+    kind: str
     capabilities: tuple[str, ...]
     # What answers when a request names no model (else the first listed).
     preferred_model: str | None
@@ -137,6 +154,8 @@ class ProviderError(Exception):
         *,
         upstream_status: int | None = None,
         retry_after: float | None = None,
+        code: str | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.provider = provider
@@ -144,6 +163,9 @@ class ProviderError(Exception):
         self.message = message
         self.upstream_status = upstream_status
         self.retry_after = retry_after
+        # What the provider's error object said, kept for the client (`context_length_exceeded`).
+        self.code = code
+        self.param = param
 
     @property
     def retryable(self) -> bool:

@@ -29,21 +29,27 @@ MODEL_LIST_READ_TIMEOUT = 5.0
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
-def error_message(body: bytes) -> str | None:
-    """The human part of an error body: OpenAI's, Anthropic's and Ollama's shapes."""
+def error_details(body: bytes) -> tuple[str | None, str | None, str | None]:
+    """The human part of an error body (OpenAI's, Anthropic's and Ollama's shapes), and the
+    `code` and `param` of OpenAI's error object when it has them."""
     try:
         data = json.loads(body)
     except ValueError:
         text = body.decode("utf-8", "replace").strip()
-        return text[:300] or None
+        return text[:300] or None, None, None
     if isinstance(data, dict):
         error = data.get("error", data)
         if isinstance(error, dict):
             message = error.get("message")
-            return str(message)[:500] if message else None
+            code, param = error.get("code"), error.get("param")
+            return (
+                str(message)[:500] if message else None,
+                str(code)[:100] if isinstance(code, (str, int)) and code != "" else None,
+                str(param)[:200] if isinstance(param, str) and param else None,
+            )
         if isinstance(error, str):
-            return error[:500]
-    return None
+            return error[:500], None, None
+    return None, None, None
 
 
 def _kind_for_status(status: int) -> str:
@@ -206,9 +212,11 @@ class ProviderHTTP:
                 scope.on_open()
             return response
         try:
-            detail = error_message(response.raw.read(64 * 1024, decode_content=True) if stream else response.content)
+            detail, code, param = error_details(
+                response.raw.read(64 * 1024, decode_content=True) if stream else response.content
+            )
         except Exception:
-            detail = None
+            detail = code = param = None
         finally:
             if scope is not None:
                 scope.watch(False)
@@ -219,6 +227,8 @@ class ProviderHTTP:
             f"{self.provider_id} answered {status}" + (f": {detail}" if detail else ""),
             upstream_status=status,
             retry_after=parse_retry_after(response.headers),
+            code=code,
+            param=param,
         )
 
     def _send(self, method, path, body, stream, timeout) -> requests.Response:

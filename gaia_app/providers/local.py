@@ -8,9 +8,11 @@ repeatable. It counts tokens, streams word by word and can be given a latency
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 import time
+import uuid
 from collections.abc import Iterator
 
 from gaia_app.providers.base import (
@@ -80,6 +82,7 @@ def _introduction(messages) -> str | None:
 
 
 class LocalProvider:
+    kind = "local"
     capabilities = ("chat", "streaming")
 
     def __init__(self, declaration: ProviderDeclaration, on_change=lambda: None, clock=None) -> None:
@@ -101,11 +104,16 @@ class LocalProvider:
     def record_failure(self, error) -> None:
         pass
 
-    def _answer(self, request: ChatRequest) -> tuple[list[str], int, str]:
+    def _answer(self, request: ChatRequest, choice: int = 0) -> tuple[list[str], int, str]:
+        """One answer: chosen by the conversation (and `seed`, and which of `n` it is), cut at
+        the first `stop` string or the token limit."""
         model = self._models[request.model]
         limit = min(request.max_tokens or model.max_tokens or 256, model.max_tokens or 256)
+        seed = request.options.get("seed")
         digest = hashlib.sha256(
             "\x1e".join(f"{m.role}\x1f{m.content}" for m in request.messages).encode()
+            + (f"\x1dseed={seed}" if seed is not None else "").encode()
+            + (f"\x1dchoice={choice}" if choice else "").encode()
         ).digest()
         rng = random.Random(digest)
         words: list[str] = []
@@ -119,31 +127,85 @@ class LocalProvider:
                 words.append(word)
             if finish == "length":
                 break
-        return words, prompt_tokens(request.messages), finish
+        cut = _cut_at_stop(words, request.options.get("stop"))
+        return cut, prompt_tokens(request.messages), "stop" if cut != words else finish
+
+    def _choices(self, request: ChatRequest) -> list[tuple[list[str], str]]:
+        n = request.options.get("n") or 1
+        answers = [self._answer(request, index) for index in range(n)]
+        return [(words, finish) for words, _prompt, finish in answers]
 
     def complete(self, request: ChatRequest) -> Completion:
-        words, prompt, finish = self._answer(request)
+        choices = self._choices(request)
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000)
-        text = " ".join(words)
-        return Completion(
-            text=text,
-            model=request.model,
-            usage=Usage(prompt_tokens=prompt, completion_tokens=count_tokens(text)),
-            finish_reason=finish,
-        )
+        texts = [" ".join(words) for words, _finish in choices]
+        usage = Usage(prompt_tokens(request.messages), sum(count_tokens(text) for text in texts))
+        raw = None
+        if request.relay:
+            raw = {
+                "id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion",
+                "created": int(time.time()), "model": request.relay_model or request.model,
+                "system_fingerprint": SYSTEM_FINGERPRINT,
+                "choices": [
+                    {"index": index, "message": {"role": "assistant", "content": text, "refusal": None},
+                     "logprobs": None, "finish_reason": finish}
+                    for index, (text, (_words, finish)) in enumerate(zip(texts, choices))
+                ],
+                "usage": usage.as_dict(),
+            }
+        return Completion(text=texts[0], model=request.model, usage=usage, finish_reason=choices[0][1], raw=raw)
 
     def stream(self, request: ChatRequest) -> Iterator[StreamChunk]:
-        words, prompt, finish = self._answer(request)
+        choices = self._choices(request)
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000)
-        for index, word in enumerate(words):
-            yield StreamChunk(text=word if index == 0 else " " + word)
-        text = " ".join(words)
-        yield StreamChunk(
-            usage=Usage(prompt_tokens=prompt, completion_tokens=count_tokens(text)),
-            finish_reason=finish,
-        )
+        usage = Usage(prompt_tokens(request.messages),
+                      sum(count_tokens(" ".join(words)) for words, _finish in choices))
+        events = _ChunkEvents(request.relay_model or request.model) if request.relay else None
+        if events is not None:
+            for index in range(len(choices)):
+                yield StreamChunk(raw=events.chunk(index, {"role": "assistant", "content": ""}))
+        for index, (words, _finish) in enumerate(choices):
+            for position, word in enumerate(words):
+                piece = word if position == 0 else " " + word
+                yield StreamChunk(text=piece if index == 0 else "",
+                                  raw=events.chunk(index, {"content": piece}) if events else None)
+        if events is not None:
+            for index, (_words, finish) in enumerate(choices):
+                yield StreamChunk(raw=events.chunk(index, {}, finish))
+            if request.relay_usage:
+                yield StreamChunk(raw=events.usage(usage))
+        yield StreamChunk(usage=usage, finish_reason=choices[0][1])
+
+
+SYSTEM_FINGERPRINT = "gaia-local-1"
+
+
+def _cut_at_stop(words: list[str], stop) -> list[str]:
+    if not stop:
+        return words
+    text = " ".join(words)
+    cuts = [text.find(s) for s in ([stop] if isinstance(stop, str) else stop) if s in text]
+    return text[: min(cuts)].split(" ") if cuts and min(cuts) > 0 else ([] if cuts else words)
+
+
+class _ChunkEvents:
+    """`chat.completion.chunk` events of one local answer, in OpenAI's shape."""
+
+    def __init__(self, model: str) -> None:
+        self.base = {"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion.chunk",
+                     "created": int(time.time()), "model": model, "system_fingerprint": SYSTEM_FINGERPRINT}
+
+    def _event(self, body: dict) -> bytes:
+        return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+    def chunk(self, index: int, delta: dict, finish: str | None = None) -> bytes:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return self._event({**self.base, "choices": [choice]})
+
+    def usage(self, usage: Usage) -> bytes:
+        return self._event({**self.base, "choices": [], "usage": usage.as_dict()})
 
 
 KIND = ProviderKind(

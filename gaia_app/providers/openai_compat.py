@@ -53,6 +53,8 @@ def _text_of(content) -> str | None:
 
 
 class OpenAICompatibleProvider(RemoteProvider):
+    kind = "openai"
+
     def __init__(self, declaration: ProviderDeclaration, on_change=lambda: None, clock=None) -> None:
         headers = {"Authorization": f"Bearer {declaration.api_key}"} if declaration.api_key else {}
         self.is_openai = (declaration.base_url or "").rstrip("/") == OPENAI_DEFAULT_BASE_URL
@@ -73,10 +75,11 @@ class OpenAICompatibleProvider(RemoteProvider):
     # -- chat ----------------------------------------------------------------------------
 
     def _body(self, request: ChatRequest, stream: bool) -> dict:
-        body: dict = {
-            "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-        }
+        """What the client sent (its messages and parameters as they were), with the model
+        resolved: nothing else is rebuilt."""
+        messages = (list(request.wire_messages) if request.wire_messages is not None
+                    else [{"role": m.role, "content": m.content} for m in request.messages])
+        body: dict = {**request.options, "model": request.model, "messages": messages}
         if request.max_tokens is not None:
             # OpenAI's newer models only take max_completion_tokens; other servers know max_tokens.
             body["max_completion_tokens" if self.is_openai else "max_tokens"] = request.max_tokens
@@ -84,8 +87,21 @@ class OpenAICompatibleProvider(RemoteProvider):
             body["temperature"] = request.temperature
         if stream:
             body["stream"] = True
+            # Always asked for, so usage is known; a client that did not ask never sees it.
             body["stream_options"] = {"include_usage": True}
         return body
+
+    @staticmethod
+    def _relayed(request: ChatRequest, chunk: dict, data: str) -> bytes | None:
+        """The event to send the client: as it came, unless it names a persona's model, or
+        it is the usage chunk the client did not ask for."""
+        if not chunk.get("choices") and "usage" in chunk and not request.relay_usage:
+            return None
+        if request.relay_model is not None or "\n" in data:
+            if request.relay_model is not None:
+                chunk["model"] = request.relay_model
+            data = json.dumps(chunk, separators=(",", ":"))
+        return b"data: " + data.encode() + b"\n\n"
 
     def _bad(self, what: str) -> ProviderError:
         return ProviderError(self.id, "bad_response", f"{self.id} sent {what}")
@@ -99,11 +115,14 @@ class OpenAICompatibleProvider(RemoteProvider):
         except (KeyError, IndexError, TypeError, AttributeError):
             raise self._bad("a completion without a message") from None
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
+        if request.relay and request.relay_model is not None:
+            data["model"] = request.relay_model
         return Completion(
             text=text,
             model=str(data.get("model") or request.model),
             usage=self._usage(usage, request, text),
             finish_reason=finish,
+            raw=data if request.relay else None,
         )
 
     def _usage(self, usage: dict | None, request: ChatRequest, text: str) -> Usage:
@@ -139,17 +158,24 @@ class OpenAICompatibleProvider(RemoteProvider):
                     raise ProviderError(self.id, "interrupted", f"{self.id} failed mid-answer: {message}")
                 if isinstance(chunk.get("usage"), dict):
                     usage = chunk["usage"]
+                piece = ""
                 for choice in chunk.get("choices") or ():
-                    delta = choice.get("delta") or {}
                     try:
-                        piece = _text_of(delta.get("content"))
-                    except TypeError:
+                        found = _text_of((choice.get("delta") or {}).get("content"))
+                    except (TypeError, AttributeError):
                         raise self._bad("a stream event in an unknown shape") from None
-                    if piece:
-                        text_parts.append(piece)
-                        yield StreamChunk(text=piece)
-                    if choice.get("finish_reason"):
+                    if found and choice.get("index", 0) == 0:
+                        piece = found
+                    if choice.get("finish_reason") and choice.get("index", 0) == 0:
                         finish = choice["finish_reason"]
+                if piece:
+                    text_parts.append(piece)
+                if request.relay:
+                    raw = self._relayed(request, chunk, data)
+                    if raw is not None or piece:
+                        yield StreamChunk(text=piece, raw=raw)
+                elif piece:
+                    yield StreamChunk(text=piece)
         finally:
             events.close()
         if not done and finish is None:

@@ -44,6 +44,9 @@ class LLMSettings:
     history_messages: int = 40
     stream_keepalive: float = 10.0
     usage_flush_interval: float = 1.0
+    # Drop a Chat Completions parameter the provider cannot take (and say so in a response
+    # header) instead of refusing the request: for clients that always send one.
+    drop_unsupported_params: bool = False
 
 
 def _base_url(name: str, value: str) -> str:
@@ -221,4 +224,5 @@ def load_llm_settings(env: Mapping[str, str]) -> LLMSettings:
         history_messages=int(number(env, "CHAT_HISTORY_MESSAGES", 40, 0)),
         stream_keepalive=number(env, "CHAT_STREAM_KEEPALIVE", 10.0, 0.05),
         usage_flush_interval=number(env, "USAGE_FLUSH_INTERVAL", 1.0, 0.05),
+        drop_unsupported_params=flag(env, "GAIA_DROP_UNSUPPORTED_PARAMS"),
     )

@@ -49,6 +49,8 @@ class Behaviour:
     fail_after_chunks: int | None = None  # stream: break after this many content chunks
     hang: bool = False  # read the request, never answer (until stop() or the client leaves)
     garbage: bool = False  # 200 whose body / SSE data is not JSON
+    # With a 4xx `status`: the error object's message, `code` and `param` (OpenAI's shape).
+    error: tuple[str, str | None, str | None] | None = None
 
 
 class _Error(NamedTuple):
@@ -294,6 +296,9 @@ class FakeOpenAI(_FakeServer):
         if b.status >= 500:
             message = "The server had an error while processing your request."
             type_ = "server_error"
+        elif b.error is not None:
+            message, code, param = b.error
+            return self._error(b.status, message, "invalid_request_error", code, param, headers=headers)
         else:
             message, type_ = "Invalid request.", "invalid_request_error"
         return self._error(b.status, message, type_, headers=headers)
