@@ -32,47 +32,50 @@ CORE = frozenset({
     "temperature",
 })
 
-_OPENAI_ONLY = {"openai": FORWARD}
-_EVERYWHERE_SAMPLING = {"openai": FORWARD, "local": NO_EFFECT}
-
-PARAMETERS: Mapping[str, Mapping[str, str]] = {
+# Every parameter Gaia knows beyond the core, in the order the README lists them.
+KNOWN = (
     # sampling
-    "top_p": {"openai": FORWARD, "anthropic": TRANSLATE, "local": NO_EFFECT},
-    "frequency_penalty": _EVERYWHERE_SAMPLING,
-    "presence_penalty": _EVERYWHERE_SAMPLING,
-    "seed": {"openai": FORWARD, "local": TRANSLATE},
-    "stop": {"openai": FORWARD, "anthropic": TRANSLATE, "local": TRANSLATE},
-    "logit_bias": _OPENAI_ONLY,
-    "n": {"openai": FORWARD, "local": TRANSLATE},
-    "logprobs": _OPENAI_ONLY,
-    "top_logprobs": _OPENAI_ONLY,
+    "top_p", "frequency_penalty", "presence_penalty", "seed", "stop", "logit_bias", "n",
+    "logprobs", "top_logprobs",
     # tools and output shape
-    "tools": _OPENAI_ONLY,
-    "tool_choice": _OPENAI_ONLY,
-    "parallel_tool_calls": _OPENAI_ONLY,
-    "functions": _OPENAI_ONLY,
-    "function_call": _OPENAI_ONLY,
-    "response_format": _OPENAI_ONLY,
-    # content parts (features of the messages)
-    "image_url": _OPENAI_ONLY,
-    "input_audio": _OPENAI_ONLY,
-    "file": _OPENAI_ONLY,
-    # a message's `name` (who, among several users or assistants, said it)
-    "name": {"openai": FORWARD, "local": NO_EFFECT},
+    "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call", "response_format",
+    # content parts, and a message's `name` (features of the messages)
+    "image_url", "input_audio", "file", "name",
     # who is asking, and how the provider should keep or bill it
-    "user": {"openai": FORWARD, "anthropic": TRANSLATE, "local": NO_EFFECT},
-    "safety_identifier": {"openai": FORWARD, "local": NO_EFFECT},
-    "prompt_cache_key": {"openai": FORWARD, "local": NO_EFFECT},
-    "metadata": {"openai": FORWARD, "local": NO_EFFECT},
-    "store": {"openai": FORWARD, "local": NO_EFFECT},
-    "service_tier": _OPENAI_ONLY,
+    "user", "safety_identifier", "prompt_cache_key", "metadata", "store", "service_tier",
     # model behaviour and other outputs
-    "reasoning_effort": _OPENAI_ONLY,
-    "verbosity": _OPENAI_ONLY,
-    "modalities": _OPENAI_ONLY,
-    "audio": _OPENAI_ONLY,
-    "prediction": _OPENAI_ONLY,
-    "web_search_options": _OPENAI_ONLY,
+    "reasoning_effort", "verbosity", "modalities", "audio", "prediction", "web_search_options",
+)
+
+# What each kind takes; a parameter a kind does not list is refused for it.
+OPENAI_TAKES: Mapping[str, str] = {name: FORWARD for name in KNOWN}
+
+ANTHROPIC_TAKES: Mapping[str, str] = {
+    "top_p": TRANSLATE,
+    "stop": TRANSLATE,  # stop_sequences
+    "user": TRANSLATE,  # metadata.user_id
+}
+
+LOCAL_TAKES: Mapping[str, str] = {
+    "top_p": NO_EFFECT,
+    "frequency_penalty": NO_EFFECT,
+    "presence_penalty": NO_EFFECT,
+    "seed": TRANSLATE,
+    "stop": TRANSLATE,
+    "n": TRANSLATE,
+    "name": NO_EFFECT,
+    "user": NO_EFFECT,
+    "safety_identifier": NO_EFFECT,
+    "prompt_cache_key": NO_EFFECT,
+    "metadata": NO_EFFECT,
+    "store": NO_EFFECT,
+}
+
+_TAKES = {"openai": OPENAI_TAKES, "anthropic": ANTHROPIC_TAKES, "local": LOCAL_TAKES}
+
+# The table: parameter -> {kind: how}.
+PARAMETERS: Mapping[str, Mapping[str, str]] = {
+    name: {kind: takes[name] for kind, takes in _TAKES.items() if name in takes} for name in KNOWN
 }
 
 # Kinds that receive fields Gaia does not know.
