@@ -5,7 +5,9 @@ A job row is the system of record: it is committed before any runner hears of it
 dispatch waits for the commit), and its status only moves by conditional updates, so a cancel
 racing a worker never turns a finished job back.
 
-Writes flush; the route commits.
+A new job's two rows are written by `job_rows` (on PostgreSQL one statement, which commits
+them itself when the request holds no transaction yet); other writes flush; the route
+commits, and the job is sent once it has.
 """
 
 from __future__ import annotations
@@ -14,18 +16,21 @@ import hashlib
 import json
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 
+from blueprints.asset import job_rows
 from blueprints.asset.assets import after_commit, newest_first, parse_id
 from gaia_app.errors import Conflict, InvalidField, NotFound
 from gaia_app.extensions import db
 from gaia_app.generators.base import CATEGORY_FORMATS, GenerationRequest, OptionError
 from gaia_app.identity.principal import Principal
 from gaia_app.jobs import control
-from gaia_app.models import Asset, AssetJob
+from gaia_app.models import Asset, AssetJob, utcnow
 
 if TYPE_CHECKING:
     from gaia_app.jobs.runtime import AssetRuntime
@@ -83,54 +88,74 @@ def _checked_request(runtime: AssetRuntime, body: dict[str, Any]) -> dict[str, A
             "seed": seed, "provider": provider, "max_cost": max_cost, "estimated_cost": cost}
 
 
-def _existing(user_id: uuid.UUID, idempotency_key: str) -> AssetJob | None:
+@dataclass(frozen=True)
+class NewJob:
+    """What the 202 answer says of a job: made now, or found by its Idempotency-Key."""
+
+    id: uuid.UUID
+    asset_id: uuid.UUID
+    status: str
+
+
+def _existing(user_id: uuid.UUID, idempotency_key: str) -> Row | None:
+    """The job this user made with this key, as the columns a replay needs (or None)."""
     return db.session.execute(
-        db.select(AssetJob).where(AssetJob.user_id == user_id, AssetJob.idempotency_key == idempotency_key)
-    ).scalar_one_or_none()
+        db.select(AssetJob.id, AssetJob.asset_id, AssetJob.status, AssetJob.request_hash)
+        .where(AssetJob.user_id == user_id, AssetJob.idempotency_key == idempotency_key)
+    ).one_or_none()
 
 
-def _replay(job: AssetJob, body_hash: str) -> AssetJob:
+def _replay(job: Row, body_hash: str) -> NewJob:
     if job.request_hash != body_hash:
         raise Conflict(
             "This Idempotency-Key was already used with another request body; use a new key "
             f"for a new request (the first one made job {job.id}).", job_id=str(job.id),
         )
-    return job
+    return NewJob(job.id, job.asset_id, job.status)
+
+
+def _rows(principal: Principal, asked: dict[str, Any], idempotency_key: str | None, body_hash: str,
+          max_attempts: int, now: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The new asset's and job's columns, every value made here (ids included)."""
+    asset_id, made_at = uuid.uuid4(), utcnow()
+    asset = {"id": asset_id, "user_id": principal.user_id, "status": "pending", "category": asked["category"],
+             "format": CATEGORY_FORMATS[asked["category"]], "description": asked["description"],
+             "style": asked["style"], "provider": asked["provider"], "details": {},
+             "created_at": made_at, "updated_at": made_at}
+    job = {"id": uuid.uuid4(), "asset_id": asset_id, "user_id": principal.user_id,
+           "api_key_id": principal.key_id, "status": "queued", "request": asked,
+           "idempotency_key": idempotency_key, "request_hash": body_hash, "max_attempts": max_attempts,
+           "progress": 0, "attempts": 0, "cancel_requested": False, "dispatched_at": now,
+           "created_at": made_at, "updated_at": made_at}
+    return asset, job
 
 
 def create_job(principal: Principal, runtime: AssetRuntime, body: dict[str, Any],
-               idempotency_key: str | None, now: datetime) -> tuple[AssetJob, bool]:
+               idempotency_key: str | None, now: datetime) -> tuple[NewJob, bool]:
     """A queued job and its pending asset, sent to a runner once committed. Returns (job,
     made): with an Idempotency-Key already used for the same body, the job it made then and
     False; for another body, Conflict. Two requests racing with one key: the unique
     constraint lets one insert, and the other answers with its job."""
     body_hash = request_hash(body)
+    session = db.session()  # this request's Session (the scoped proxy lacks in_transaction)
     if idempotency_key is not None:
+        job_rows.begin(session)
         found = _existing(principal.user_id, idempotency_key)
         if found is not None:
             return _replay(found, body_hash), False
     asked = _checked_request(runtime, body)
-    # Ids made here, so both rows go in one flush.
-    asset = Asset(id=uuid.uuid4(), user_id=principal.user_id, status="pending", category=asked["category"],
-                  format=CATEGORY_FORMATS[asked["category"]], description=asked["description"],
-                  style=asked["style"], provider=asked["provider"], details={})
-    db.session.add(asset)
-    job = AssetJob(id=uuid.uuid4(), status="queued", asset_id=asset.id, user_id=principal.user_id,
-                   api_key_id=principal.key_id, request=asked, idempotency_key=idempotency_key,
-                   request_hash=body_hash, max_attempts=runtime.settings.max_attempts,
-                   progress=0, attempts=0, cancel_requested=False, dispatched_at=now)
-    db.session.add(job)
+    asset, job = _rows(principal, asked, idempotency_key, body_hash, runtime.settings.max_attempts, now)
     try:
-        db.session.flush()
+        job_rows.insert_job(session, asset, job)
     except IntegrityError:
-        db.session.rollback()
+        session.rollback()
         found = _existing(principal.user_id, idempotency_key) if idempotency_key is not None else None
         if found is None:
             raise
         return _replay(found, body_hash), False
-    job_id = job.id
-    after_commit(db.session, lambda: runtime.dispatch(job_id))
-    return job, True
+    job_id = job["id"]
+    after_commit(session, lambda: runtime.dispatch(job_id))
+    return NewJob(job_id, asset["id"], "queued"), True
 
 
 # -- reading ----------------------------------------------------------------------------

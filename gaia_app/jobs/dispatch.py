@@ -137,7 +137,11 @@ class CeleryDispatcher:
 
     def dispatch(self, job_id: str, *, delay: float = 0.0) -> None:
         # Made by the factory whenever REDIS_URL is set and the process serves assets.
-        self.app.extensions["celery"].send_task(TASK_NAME, args=[job_id], countdown=delay or None)
+        # `declare=[]`: the task goes to the default queue by its name (kombu's default
+        # exchange), which needs no declaration on Redis; without it kombu copies and hashes
+        # the queue and its exchange on every send, only to find them declared already.
+        self.app.extensions["celery"].send_task(TASK_NAME, args=[job_id], countdown=delay or None,
+                                                declare=[])
 
     def close(self) -> None:
         return None
