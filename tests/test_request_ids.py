@@ -207,3 +207,32 @@ def test_a_job_s_worker_lines_carry_the_request_id_that_sent_it(sender, deployme
     assert any("succeeded" in line["message"] for line in traced), traced
     # Lines made outside the task (the worker starting, the sweeper) name no request.
     assert any(line.get("request_id") is None for line in lines)
+
+
+def test_a_job_run_in_the_web_process_carries_the_request_id(client, make):
+    """Without Redis the job runs on a thread of the web process: its lines name the request."""
+    from gaia_app.logs import ContextFilter
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    handler.addFilter(ContextFilter())
+    events = logging.getLogger("gaia.events")
+    events.addHandler(handler)
+    previous = events.level
+    events.setLevel(logging.INFO)
+    try:
+        key = make.key(scopes=["assets"])
+        response = client.post("/api/v0.2/assets/generate", headers={"X-API-Key": key, "X-Request-ID": "inline-7"},
+                               json={"category": "audio", "description": "a traced bell", "options": {"duration": 0.2}})
+        assert response.status_code == 202, response.get_data(as_text=True)
+        job = response.get_json()["job_id"]
+        for _ in range(200):
+            if client.get(f"/api/v0.2/jobs/{job}", headers={"X-API-Key": key}).get_json()["status"] == "succeeded":
+                break
+            threading.Event().wait(0.05)
+    finally:
+        events.removeHandler(handler)
+        events.setLevel(previous)
+    traced = [r for r in records if job in r.getMessage()]
+    assert traced and {r.request_id for r in traced} == {"inline-7"}, [(r.getMessage(), r.request_id) for r in records]

@@ -29,6 +29,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from gaia_app.extensions import db
+from gaia_app.request_ids import bind_request_id, current_request_id
 from gaia_app.jobs.settings import AssetSettings
 from gaia_app.models import AssetJob
 from gaia_app.state import gaia
@@ -181,13 +182,15 @@ class InlineDispatcher:
         if self._closed:
             return
         try:
-            self._pool.submit(self._run, job_id)
+            # The request that sent the job (if any) names its log lines, as a Celery task's.
+            self._pool.submit(self._run, job_id, current_request_id())
         except RuntimeError:  # the interpreter is exiting: the next process takes the job up
             log.info("job %s not started: this process is shutting down", job_id)
 
-    def _run(self, job_id: str) -> None:
+    def _run(self, job_id: str, request_id: str | None = None) -> None:
         from gaia_app.jobs.runner import run_job
 
+        bind_request_id(request_id)
         try:
             with self.app.app_context():
                 try:
