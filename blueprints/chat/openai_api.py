@@ -31,7 +31,7 @@ from gaia_app import json_body
 from gaia_app.blueprint import Blueprint
 from gaia_app.errors import InvalidField, InvalidRequest, UnknownModel
 from gaia_app.identity import current_principal, require_auth
-from gaia_app.providers import params
+from gaia_app.providers import embeddings, params
 from gaia_app.providers.base import ChatMessage
 from gaia_app.providers.common import prompt_tokens
 from gaia_app.state import gaia
@@ -213,7 +213,10 @@ def chat_completions():
 def _model_entries() -> list[dict]:
     seen = set()
     entries = []
-    for model in routing.registry().models():
+    reg = routing.registry()
+    # Chat models, then the embedding models known of each provider (gaia-local-embed, ...).
+    known_embeddings = [model for provider in reg.providers() for model in embeddings.embedding_models(provider)]
+    for model in [*reg.models(), *known_embeddings]:
         if model.id not in seen:
             seen.add(model.id)
             entries.append({"id": model.id, "object": "model", "created": 0, "owned_by": model.provider})
@@ -238,7 +241,7 @@ def list_models():
          responses={"200": {"description": "The model",
                             "content": {"application/json": {"schema": OpenAIModelObjectSchema}}}})
 def get_model(model_id: str):
-    """Every id chat accepts: a listed one, `persona:<name>`, or `<provider>/<model>`."""
+    """Every id chat or embeddings accept: a listed one, `persona:<name>`, or `<provider>/<model>`."""
     for entry in _model_entries():
         if entry["id"] == model_id:
             return entry
@@ -249,4 +252,7 @@ def get_model(model_id: str):
             target = None
         if target is not None:
             return {"id": model_id, "object": "model", "created": 0, "owned_by": target.provider.id}
+        embedding = embeddings.find_embedding_model(routing.registry(), model_id)
+        if embedding is not None:
+            return {"id": model_id, "object": "model", "created": 0, "owned_by": embedding.provider}
     raise UnknownModel(f"The model `{model_id}` does not exist or you do not have access to it.")
