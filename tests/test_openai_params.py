@@ -130,11 +130,8 @@ def test_a_provider_s_error_code_and_param_reach_the_client(client, auth, oai):
     ("claude-haiku-4-5", {"seed": 3}, "seed", "anthropic"),
     ("claude-haiku-4-5", {"n": 2}, "n", "anthropic"),
     ("claude-haiku-4-5", {"logprobs": True}, "logprobs", "anthropic"),
-    ("claude-haiku-4-5", {"tools": [WEATHER]}, "tools", "anthropic"),
-    ("claude-haiku-4-5", {"response_format": {"type": "json_object"}}, "response_format", "anthropic"),
     ("gaia-local", {"logit_bias": {"42": 5}}, "logit_bias", "local"),
     ("gaia-local", {"vendor_option": 1}, "vendor_option", "local"),
-    ("gaia-local", {"tools": [WEATHER]}, "tools", "local"),
 ])
 def test_what_a_provider_cannot_take_is_refused_by_name(client, auth, oai, ant, model, changes, param, provider):
     error = openai_error_of(completions(client, auth, model=model, **changes), 400)
@@ -231,3 +228,35 @@ def test_the_readme_shows_the_parameter_table_as_it_is():
     for name, kinds in PARAMETERS.items():
         cells = [kinds.get(kind) or "refused" for kind in ("openai", "anthropic", "local")]
         assert f"| `{name}` | " + " | ".join(cells) + " |" in readme, name
+
+
+def test_errors_about_a_message_count_as_the_client_does_behind_a_persona_prompt():
+    from gaia_app.providers.anthropic_request import Untranslatable, messages_request
+    from gaia_app.providers.base import ChatMessage, ChatRequest
+
+    client_messages = [
+        {"role": "user", "content": "open the gate"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "open_gate", "arguments": "not json"}}]},
+    ]
+    for prepended in (0, 1):
+        wire = ({"role": "system", "content": "You are Mu."},) * prepended + tuple(client_messages)
+        request = ChatRequest(model="claude-haiku-4-5", messages=(ChatMessage("user", "open the gate"),),
+                              wire_messages=wire, prepended=prepended, relay=True)
+        with pytest.raises(Untranslatable) as caught:
+            messages_request(request, 100)
+        assert caught.value.param == "messages[1].tool_calls[0].function.arguments"
+
+
+def test_a_legacy_function_result_s_name_is_not_a_message_name():
+    from gaia_app.providers.params import features_of
+
+    assert "name" not in features_of([{"role": "function", "name": "open_gate", "content": "done"}])
+    assert "name" in features_of([{"role": "user", "name": "ada", "content": "hi"}])
+
+
+def test_a_request_a_provider_refuses_does_not_mark_it_degraded(client, auth, oai, app):
+    oai.behaviour = Behaviour(status=400, error=("Invalid 'tools[0]'.", "invalid_value", "tools"))
+    openai_error_of(completions(client, auth), 400)
+    provider = gaia(app).providers.get("openai")
+    assert provider.health().status == "available"

@@ -54,6 +54,7 @@ class Exchange:
     # kind forwards or translates, `providers.params`), the messages as sent, and the relay.
     options: dict = field(default_factory=dict)
     wire_messages: tuple[dict, ...] | None = None
+    prepended: int = 0
     relay: bool = False
     relay_model: str | None = None
     relay_usage: bool = False
@@ -68,6 +69,7 @@ class Exchange:
             options={name: value for name, value in self.options.items()
                      if params.handling(name, kind) in (params.FORWARD, params.TRANSLATE)},
             wire_messages=self.wire_messages,
+            prepended=self.prepended,
             relay=self.relay,
             relay_model=self.relay_model,
             relay_usage=self.relay_usage,

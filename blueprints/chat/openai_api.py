@@ -146,6 +146,7 @@ def _prepare(body: dict) -> tuple[Exchange, str, list[str]]:
         persona_id=persona_id,
         options=options,
         wire_messages=wire,
+        prepended=1 if persona_id else 0,
         relay=True,
         relay_model=model if persona_id else None,
         relay_usage=bool(isinstance(stream_options, dict) and stream_options.get("include_usage")),

@@ -129,7 +129,9 @@ def candidates(target: Target, allow_fallback: bool) -> list[Target]:
 
 
 def note_failure(target: Target, error: ProviderError) -> None:
-    target.provider.record_failure(error)
+    if error.kind != "rejected":
+        # A request the provider refused as invalid says nothing of its health.
+        target.provider.record_failure(error)
     if error.kind == "rate_limited":
         registry().cool_down(target.provider.id, error.retry_after or 1.0)
     log.warning("chat via %s failed (%s): %s", target.label, error.kind, error.message)

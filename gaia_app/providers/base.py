@@ -57,6 +57,9 @@ class ChatRequest:
     # The messages exactly as an OpenAI-shaped client sent them (content parts, tool calls),
     # for adapters that pass them through; `messages` is their text, for everything else.
     wire_messages: tuple[Mapping[str, Any], ...] | None = None
+    # How many of `wire_messages` Gaia put in front (a persona's prompt): errors about a message
+    # name it by the client's count.
+    prepended: int = 0
     # Relaying the provider's own answer (`Completion.raw`, `StreamChunk.raw`) to a /v1 client:
     # the model name it shows (None: the provider's), and whether it asked for a usage chunk.
     relay: bool = False

@@ -2,7 +2,9 @@
 
 Deterministic: the same conversation always gets the same answer, so demos and tests are
 repeatable. It counts tokens, streams word by word and can be given a latency
-(`LOCAL_PROVIDER_LATENCY_MS`, applied before the first token) like any remote model.
+(`LOCAL_PROVIDER_LATENCY_MS`, applied before the first token) like any remote model. Over
+`/v1` it also calls tools and answers in JSON, by rule (`local_tools`), so tool loops and
+structured output can be tried offline.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+from gaia_app.providers import local_tools
 from gaia_app.providers.base import (
     ChatRequest,
     Completion,
@@ -27,6 +30,7 @@ from gaia_app.providers.base import (
     Usage,
 )
 from gaia_app.providers.common import count_tokens, prompt_tokens
+from gaia_app.providers.local_tools import Reply
 
 _SENTENCES = (
     "I hear you, and I am right here with you.",
@@ -41,12 +45,15 @@ _SENTENCES = (
     "I think the answer is closer than it seems.",
 )
 
+# Tools are called and JSON answers made by rule (`local_tools`), never by a model.
+CAPABILITIES = ("chat", "streaming", "tools", "json_schema")
+
 MODELS = (
     ModelInfo(
         id="gaia-local",
         name="Gaia Local",
         provider="local",
-        capabilities=("chat", "streaming"),
+        capabilities=CAPABILITIES,
         context_window=8192,
         max_tokens=1024,
         input_price_per_mtok=0.0,
@@ -56,7 +63,7 @@ MODELS = (
         id="gaia-local-mini",
         name="Gaia Local Mini",
         provider="local",
-        capabilities=("chat", "streaming"),
+        capabilities=CAPABILITIES,
         context_window=4096,
         max_tokens=256,
         input_price_per_mtok=0.0,
@@ -83,7 +90,7 @@ def _introduction(messages) -> str | None:
 
 class LocalProvider:
     kind = "local"
-    capabilities = ("chat", "streaming")
+    capabilities = CAPABILITIES
 
     def __init__(self, declaration: ProviderDeclaration, on_change=lambda: None, clock=None) -> None:
         self.id = declaration.id
@@ -104,9 +111,10 @@ class LocalProvider:
     def record_failure(self, error) -> None:
         pass
 
-    def _answer(self, request: ChatRequest, choice: int = 0) -> tuple[list[str], int, str]:
+    def _answer(self, request: ChatRequest, choice: int = 0) -> Reply:
         """One answer: chosen by the conversation (and `seed`, and which of `n` it is), cut at
-        the first `stop` string or the token limit."""
+        the first `stop` string or the token limit. Over `/v1`, tool calls or JSON when the
+        request asks for them (`local_tools`)."""
         model = self._models[request.model]
         limit = min(request.max_tokens or model.max_tokens or 256, model.max_tokens or 256)
         seed = request.options.get("seed")
@@ -118,8 +126,8 @@ class LocalProvider:
         rng = random.Random(digest)
         words: list[str] = []
         finish = "stop"
-        introduction = _introduction(request.messages)
-        for sentence in ([introduction] if introduction else []) + rng.sample(_SENTENCES, k=rng.randint(1, 3)):
+        leads = [_introduction(request.messages), local_tools.results_lead(request)]
+        for sentence in [lead for lead in leads if lead] + rng.sample(_SENTENCES, k=rng.randint(1, 3)):
             for word in sentence.split(" "):
                 if count_tokens(" ".join(words + [word])) > limit:
                     finish = "length"
@@ -127,20 +135,24 @@ class LocalProvider:
                 words.append(word)
             if finish == "length":
                 break
+        if request.relay:
+            structured = local_tools.structured_reply(request, digest, " ".join(words), limit)
+            if structured is not None:
+                return structured
         cut = _cut_at_stop(words, request.options.get("stop"))
-        return cut, prompt_tokens(request.messages), "stop" if cut != words else finish
+        return local_tools.text_reply(cut, "stop" if cut != words else finish)
 
-    def _choices(self, request: ChatRequest) -> list[tuple[list[str], str]]:
-        n = request.options.get("n") or 1
-        answers = [self._answer(request, index) for index in range(n)]
-        return [(words, finish) for words, _prompt, finish in answers]
+    def _choices(self, request: ChatRequest) -> list[Reply]:
+        return [self._answer(request, index) for index in range(request.options.get("n") or 1)]
+
+    def _usage(self, request: ChatRequest, replies: list[Reply]) -> Usage:
+        return Usage(prompt_tokens(request.messages), sum(reply.tokens for reply in replies))
 
     def complete(self, request: ChatRequest) -> Completion:
-        choices = self._choices(request)
+        replies = self._choices(request)
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000)
-        texts = [" ".join(words) for words, _finish in choices]
-        usage = Usage(prompt_tokens(request.messages), sum(count_tokens(text) for text in texts))
+        usage = self._usage(request, replies)
         raw = None
         if request.relay:
             raw = {
@@ -148,35 +160,37 @@ class LocalProvider:
                 "created": int(time.time()), "model": request.relay_model or request.model,
                 "system_fingerprint": SYSTEM_FINGERPRINT,
                 "choices": [
-                    {"index": index, "message": {"role": "assistant", "content": text, "refusal": None},
-                     "logprobs": None, "finish_reason": finish}
-                    for index, (text, (_words, finish)) in enumerate(zip(texts, choices))
+                    {"index": index, "message": reply.message(), "logprobs": None,
+                     "finish_reason": reply.finish_reason}
+                    for index, reply in enumerate(replies)
                 ],
                 "usage": usage.as_dict(),
             }
-        return Completion(text=texts[0], model=request.model, usage=usage, finish_reason=choices[0][1], raw=raw)
+        first = replies[0]
+        return Completion(text=first.content or "", model=request.model, usage=usage,
+                          finish_reason=first.finish_reason, raw=raw)
 
     def stream(self, request: ChatRequest) -> Iterator[StreamChunk]:
-        choices = self._choices(request)
+        replies = self._choices(request)
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000)
-        usage = Usage(prompt_tokens(request.messages),
-                      sum(count_tokens(" ".join(words)) for words, _finish in choices))
-        events = _ChunkEvents(request.relay_model or request.model) if request.relay else None
-        if events is not None:
-            for index in range(len(choices)):
-                yield StreamChunk(raw=events.chunk(index, {"role": "assistant", "content": ""}))
-        for index, (words, _finish) in enumerate(choices):
-            for position, word in enumerate(words):
-                piece = word if position == 0 else " " + word
-                yield StreamChunk(text=piece if index == 0 else "",
-                                  raw=events.chunk(index, {"content": piece}) if events else None)
-        if events is not None:
-            for index, (_words, finish) in enumerate(choices):
-                yield StreamChunk(raw=events.chunk(index, {}, finish))
-            if request.relay_usage:
-                yield StreamChunk(raw=events.usage(usage))
-        yield StreamChunk(usage=usage, finish_reason=choices[0][1])
+        usage = self._usage(request, replies)
+        if not request.relay:
+            for piece in replies[0].pieces:
+                yield StreamChunk(text=piece)
+            yield StreamChunk(usage=usage, finish_reason=replies[0].finish_reason)
+            return
+        events = _ChunkEvents(request.relay_model or request.model)
+        for index, reply in enumerate(replies):
+            yield StreamChunk(raw=events.chunk(index, reply.role_delta()))
+        for index, reply in enumerate(replies):
+            for text, delta in reply.deltas():
+                yield StreamChunk(text=text if index == 0 else "", raw=events.chunk(index, delta))
+        for index, reply in enumerate(replies):
+            yield StreamChunk(raw=events.chunk(index, {}, reply.finish_reason))
+        if request.relay_usage:
+            yield StreamChunk(raw=events.usage(usage))
+        yield StreamChunk(usage=usage, finish_reason=replies[0].finish_reason)
 
 
 SYSTEM_FINGERPRINT = "gaia-local-1"

@@ -53,6 +53,13 @@ OPENAI_TAKES: Mapping[str, str] = {name: FORWARD for name in KNOWN}
 ANTHROPIC_TAKES: Mapping[str, str] = {
     "top_p": TRANSLATE,
     "stop": TRANSLATE,  # stop_sequences
+    "tools": TRANSLATE,  # tools with input_schema; tool turns as tool_use / tool_result blocks
+    "tool_choice": TRANSLATE,
+    "parallel_tool_calls": TRANSLATE,  # tool_choice.disable_parallel_tool_use
+    "functions": TRANSLATE,
+    "function_call": TRANSLATE,
+    "response_format": TRANSLATE,  # a forced tool whose input is the answer
+    "image_url": TRANSLATE,  # image blocks
     "user": TRANSLATE,  # metadata.user_id
 }
 
@@ -63,6 +70,14 @@ LOCAL_TAKES: Mapping[str, str] = {
     "seed": TRANSLATE,
     "stop": TRANSLATE,
     "n": TRANSLATE,
+    # Answered by rule: tools called by the words they share with the message, JSON made
+    # valid for the schema (`providers.local_tools`).
+    "tools": TRANSLATE,
+    "tool_choice": TRANSLATE,
+    "parallel_tool_calls": TRANSLATE,
+    "functions": TRANSLATE,
+    "function_call": TRANSLATE,
+    "response_format": TRANSLATE,
     "name": NO_EFFECT,
     "user": NO_EFFECT,
     "safety_identifier": NO_EFFECT,
@@ -98,8 +113,8 @@ def features_of(messages: Iterable[Mapping[str, Any]]) -> set[str]:
     for message in messages:
         if message.get("role") in ("tool", "function") or message.get("tool_calls") or message.get("function_call"):
             found.add("tools")
-        if message.get("name") is not None:
-            found.add("name")
+        if message.get("name") is not None and message.get("role") != "function":
+            found.add("name")  # (a legacy function result's name says which function answered)
         content = message.get("content")
         if isinstance(content, list):
             found.update(part.get("type") for part in content if part.get("type") in PARAMETERS)

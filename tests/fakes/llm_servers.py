@@ -8,10 +8,15 @@ every request and answers as the current `Behaviour` says.
 
 "Tokens" are whitespace-separated words, so tests can predict usage numbers and truncation;
 a reply is streamed one word per chunk, which normalises its whitespace to single spaces.
+
+Both fakes check tools, tool choices, tool calls and results (and Anthropic's image blocks)
+as the real APIs do, and answer with tool calls when a `Behaviour` asks for them or the
+request forces a tool: in JSON, and streamed with each call's arguments in several pieces.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import select
@@ -51,6 +56,11 @@ class Behaviour:
     garbage: bool = False  # 200 whose body / SSE data is not JSON
     # With a 4xx `status`: the error object's message, `code` and `param` (OpenAI's shape).
     error: tuple[str, str | None, str | None] | None = None
+    # Answer with these tool calls, (name, input) each: after the reply's text when `reply`
+    # is set, else without text. An input that is not an object goes out as it is (a provider
+    # misbehaving). A request that forces a tool gets its entry here, else an input made from
+    # the tool's schema.
+    tool_calls: list[tuple[str, object]] | None = None
 
 
 class _Error(NamedTuple):
@@ -80,6 +90,48 @@ def _seconds(value: float) -> str:
 
 def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def example_of(schema, root=None):
+    """A value that fits a JSON schema (the parts of JSON Schema that tools use)."""
+    root = schema if root is None else root
+    if not isinstance(schema, dict):
+        return None
+    if "$ref" in schema:
+        target = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        return example_of(target, root)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return example_of(schema[key][0], root)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        return {name: example_of(sub, root) for name, sub in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [example_of(schema.get("items") or {}, root)]
+    return {"string": "text", "integer": 1, "number": 1.5, "boolean": True, "null": None}.get(kind, "text")
+
+
+def _pieces(text: str, size: int = 6) -> list[str]:
+    """A call's arguments as they are streamed: in several pieces."""
+    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
+class _Call(NamedTuple):
+    id: str
+    name: str
+    input: object
+
+    @property
+    def arguments(self) -> str:
+        return json.dumps(self.input)
 
 
 class _Handler(LoopbackHandler):
@@ -171,8 +223,10 @@ class _FakeServer(LoopbackServer):
 
     Provider hooks: _chat_path, _id_header, _garbage_events, _error(), _auth_error(h),
     _forced_error(b), _models_body(), _validate(body) -> _Error or (input texts, last user
-    text, word limit or None), _message(...), _stream_events(...) -> (head, deltas, tail)
-    encoded SSE events, and _fail_stream(h), which must raise _Abort.
+    text, word limit or None), _tools_asked(body) -> (tool schemas by name, the forced tool's
+    name ("" for any tool) or None, one call only), _call_id(), _message(...),
+    _stream_events(...) -> (head, deltas, tail) encoded SSE events, and _fail_stream(h),
+    which must raise _Abort.
     """
 
     kind = "provider"
@@ -223,25 +277,38 @@ class _FakeServer(LoopbackServer):
             error.body["request_id"] = h.request_id
         h.send_json(*error)
 
+    def _calls(self, body: dict, b: Behaviour) -> list[_Call]:
+        """The tool calls to answer with: the Behaviour's, or the one a forced tool needs."""
+        schemas, forced, one = self._tools_asked(body)
+        wanted = list(b.tool_calls or ())
+        if forced == "":  # any tool
+            wanted = wanted or [(name, example_of(schema)) for name, schema in list(schemas.items())[:1]]
+        elif forced is not None:
+            wanted = [c for c in wanted if c[0] == forced] or [(forced, example_of(schemas.get(forced)))]
+        calls = [_Call(self._call_id(), name, value) for name, value in wanted]
+        return calls[:1] if one else calls
+
     def _create(self, h: _Handler, body: dict, inputs: list[str], last_user: str, limit):
         b = h.behaviour
-        reply = b.reply if b.reply is not None else f"Hello from {self.kind}. You said: {last_user}"
-        words = reply.split()
+        calls = self._calls(body, b)
+        default = "" if calls else f"Hello from {self.kind}. You said: {last_user}"
+        words = (b.reply if b.reply is not None else default).split()
         truncated = limit is not None and len(words) > limit
         words = words[:limit] if truncated else words
         prompt_tokens = sum(len(text.split()) for text in inputs)
+        completion_tokens = len(words) + sum(len(c.arguments.split()) for c in calls)
         if not body.get("stream"):
             h.pause(b.first_token_delay)
             if b.garbage:
                 return h.send_raw(200, GARBAGE, "application/json")
-            return h.send_json(200, self._message(body["model"], " ".join(words), truncated,
-                                                  prompt_tokens, len(words)))
+            return h.send_json(200, self._message(body, " ".join(words), truncated, prompt_tokens,
+                                                  completion_tokens, calls))
         h.start_stream()
         if b.garbage:
             tail = self._garbage_events
         else:
             pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
-            head, deltas, tail = self._stream_events(body, pieces, truncated, prompt_tokens)
+            head, deltas, tail = self._stream_events(body, pieces, truncated, prompt_tokens, calls)
             for event in head:
                 h.event(event)
             h.pause(b.first_token_delay)
@@ -328,6 +395,9 @@ class FakeOpenAI(_FakeServer):
         for failed, message, code, param in checks:
             if failed:
                 return self._error(400, message, "invalid_request_error", code, param)
+        for failed, message, code, param in self._tool_checks(body, messages):
+            if failed:
+                return self._error(400, message, "invalid_request_error", code, param)
         if model not in self.models:
             return self._error(404, f"The model `{model}` does not exist or you do not have "
                                     "access to it.", "invalid_request_error", "model_not_found")
@@ -335,19 +405,94 @@ class FakeOpenAI(_FakeServer):
         users = [t for m, t in zip(messages, texts) if m["role"] == "user"]
         return texts, users[-1] if users else "", limits[0] if limits else None
 
-    def _message(self, model, text, truncated, prompt_tokens, completion_tokens):
+    def _tool_checks(self, body, messages):
+        """Tools, tool choices, tool calls and their results, as the real API checks them."""
+        tools = body.get("tools") if isinstance(body.get("tools"), list) else []
+        functions = [t.get("function") for t in tools if isinstance(t, dict)]
+        functions += body.get("functions") if isinstance(body.get("functions"), list) else []
+        names = [f.get("name") for f in functions if isinstance(f, dict)]
+        choice = body.get("tool_choice", body.get("function_call"))
+        named = choice.get("function", choice) if isinstance(choice, dict) else None
+        named = named.get("name") if isinstance(named, dict) else None
+        checks = [(not isinstance(t, dict) or t.get("type") != "function" or not isinstance(t.get("function"), dict)
+                   or not isinstance(t["function"].get("name"), str),
+                   f"Missing required parameter: 'tools[{i}].function.name'.", "missing_required_parameter",
+                   f"tools[{i}]") for i, t in enumerate(tools)]
+        checks.append((isinstance(choice, dict) and named not in names,
+                       f"Invalid value for 'tool_choice': no function named {named!r} was specified in "
+                       "the 'tools' parameter.", "invalid_value", "tool_choice"))
+        shape = body.get("response_format")
+        spec = shape.get("json_schema") if isinstance(shape, dict) else None
+        checks.append((isinstance(shape, dict) and shape.get("type") == "json_schema"
+                       and not (isinstance(spec, dict) and isinstance(spec.get("name"), str)),
+                       "Missing required parameter: 'response_format.json_schema.name'.",
+                       "missing_required_parameter", "response_format.json_schema.name"))
+        called: set = set()
+        for i, m in enumerate(messages):
+            calls = m.get("tool_calls") if m.get("role") == "assistant" else None
+            for j, call in enumerate(calls if isinstance(calls, list) else ()):
+                function = call.get("function") if isinstance(call, dict) else None
+                checks.append((not isinstance(function, dict) or not isinstance(function.get("arguments"), str),
+                               f"Missing required parameter: 'messages[{i}].tool_calls[{j}].function.arguments'.",
+                               "missing_required_parameter", f"messages[{i}].tool_calls[{j}].function.arguments"))
+                called.add(call.get("id") if isinstance(call, dict) else None)
+            checks.append((m.get("role") == "tool" and m.get("tool_call_id") not in called,
+                           "Invalid parameter: messages with role 'tool' must be a response to a preceeding "
+                           "message with 'tool_calls'.", None, f"messages.[{i}].role"))
+        return checks
+
+    def _tools_asked(self, body):
+        tools = [t["function"] for t in body.get("tools") or ()] + list(body.get("functions") or ())
+        schemas = {f["name"]: f.get("parameters") or {"type": "object", "properties": {}} for f in tools}
+        choice = body.get("tool_choice", body.get("function_call"))
+        forced = "" if choice == "required" else None
+        if isinstance(choice, dict):
+            forced = choice.get("function", choice)["name"]
+        return schemas, forced, body.get("parallel_tool_calls") is False or "functions" in body
+
+    @staticmethod
+    def _call_id():
+        return "call_" + uuid.uuid4().hex[:24]
+
+    @staticmethod
+    def _finish(body, truncated, calls):
+        if calls:
+            return "tool_calls" if "functions" not in body else "function_call"
+        return "length" if truncated else "stop"
+
+    def _message(self, body, text, truncated, prompt_tokens, completion_tokens, calls):
+        message = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
+        if calls and "functions" in body:
+            message["function_call"] = {"name": calls[0].name, "arguments": calls[0].arguments}
+        elif calls:
+            message["tool_calls"] = [{"id": c.id, "type": "function", "function": {
+                "name": c.name, "arguments": c.arguments}} for c in calls]
         return {
             "id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion",
-            "created": int(time.time()), "model": model,
-            "choices": [{"index": 0,
-                         "message": {"role": "assistant", "content": text, "refusal": None},
-                         "logprobs": None, "finish_reason": "length" if truncated else "stop"}],
+            "created": int(time.time()), "model": body["model"],
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": self._finish(body, truncated, calls)}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
             "system_fingerprint": "fp_fake",
         }
 
-    def _stream_events(self, body, pieces, truncated, prompt_tokens):
+    @staticmethod
+    def _call_deltas(body, calls) -> list[dict]:
+        """Each call: its id and name, then its arguments in several pieces, with its index."""
+        deltas = []
+        for index, call in enumerate(calls):
+            if "functions" in body:
+                deltas.append({"function_call": {"name": call.name, "arguments": ""}})
+                deltas += [{"function_call": {"arguments": p}} for p in _pieces(call.arguments)]
+                continue
+            deltas.append({"tool_calls": [{"index": index, "id": call.id, "type": "function",
+                                           "function": {"name": call.name, "arguments": ""}}]})
+            deltas += [{"tool_calls": [{"index": index, "function": {"arguments": p}}]}
+                       for p in _pieces(call.arguments)]
+        return deltas
+
+    def _stream_events(self, body, pieces, truncated, prompt_tokens, calls):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         base = {"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": body["model"],
@@ -361,12 +506,14 @@ class FakeOpenAI(_FakeServer):
             return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
         head = [chunk({"role": "assistant", "content": "", "refusal": None})]
-        tail = [chunk({}, "length" if truncated else "stop")]
+        tail = [chunk({}, self._finish(body, truncated, calls))]
         if include_usage:
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(pieces),
-                     "total_tokens": prompt_tokens + len(pieces)}
+            completion = len(pieces) + sum(len(c.arguments.split()) for c in calls)
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                     "total_tokens": prompt_tokens + completion}
             tail.append(chunk(None, usage=usage, choices=False))
-        return head, [chunk({"content": p}) for p in pieces], [*tail, b"data: [DONE]\n\n"]
+        deltas = [{"content": p} for p in pieces] + self._call_deltas(body, calls)
+        return head, [chunk(d) for d in deltas], [*tail, b"data: [DONE]\n\n"]
 
     def _fail_stream(self, h):
         raise _Abort  # OpenAI streams just break off: no error event, no final chunk
@@ -441,6 +588,7 @@ class FakeAnthropic(_FakeServer):
              "system: Input should be a valid string"),
         ]
         problem = next((message for failed, message in checks if failed), None)
+        problem = problem or self._tools_problem(body) or self._blocks_problem(messages)
         if problem:
             return self._error(400, problem)
         if model not in self.models:
@@ -449,30 +597,141 @@ class FakeAnthropic(_FakeServer):
         texts = [_text_of(system)] + [_text_of(m["content"]) for m in messages]
         return texts, users[-1], body["max_tokens"]
 
-    def _message(self, model, text, truncated, prompt_tokens, completion_tokens):
+    _TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+    _IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+
+    def _tools_problem(self, body):
+        tools, choice = body.get("tools"), body.get("tool_choice")
+        if tools is not None and not isinstance(tools, list):
+            return "tools: Input should be a valid list"
+        names = []
+        for i, tool in enumerate(tools or ()):
+            if not isinstance(tool, dict) or not self._TOOL_NAME.fullmatch(str(tool.get("name"))):
+                return f"tools.{i}.custom.name: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'"
+            schema = tool.get("input_schema")
+            if not isinstance(schema, dict) or schema.get("type") != "object":
+                return f"tools.{i}.custom.input_schema.type: Input should be 'object'"
+            names.append(tool["name"])
+        if len(set(names)) != len(names):
+            return "tools: Tool names must be unique."
+        if choice is None:
+            return None
+        kind = choice.get("type") if isinstance(choice, dict) else None
+        if kind not in ("auto", "any", "tool", "none"):
+            return (f"tool_choice: Input tag '{kind}' found using 'type' does not match any of the "
+                    "expected tags: 'auto', 'any', 'tool', 'none'")
+        if not names and kind != "none":
+            return "tool_choice: tool_choice may only be specified while providing tools."
+        if kind == "tool" and choice.get("name") not in names:
+            return f"tool_choice.name: Tool '{choice.get('name')}' not found in provided tools"
+        return None
+
+    def _block_problem(self, block, role, where):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            return None if isinstance(block.get("text"), str) and block["text"] else \
+                "messages: text content blocks must be non-empty"
+        if kind == "image":
+            source = block.get("source") if isinstance(block.get("source"), dict) else {}
+            if source.get("type") == "url":
+                return None if isinstance(source.get("url"), str) else f"{where}.source.url: Field required"
+            if source.get("type") != "base64" or source.get("media_type") not in self._IMAGE_TYPES:
+                return (f"{where}.source.base64.media_type: Input should be 'image/jpeg', 'image/png', "
+                        "'image/gif' or 'image/webp'")
+            try:
+                base64.b64decode(source.get("data") or "", validate=True)
+            except ValueError:
+                return f"{where}.source.base64.data: The image data is not valid base64"
+            return None
+        if kind == "tool_use" and role == "assistant":
+            if not isinstance(block.get("id"), str) or not self._TOOL_NAME.fullmatch(str(block.get("name"))):
+                return f"{where}.tool_use: id and name are required"
+            return None if isinstance(block.get("input"), dict) else \
+                f"{where}.tool_use.input: Input should be a valid dictionary"
+        if kind == "tool_result" and role == "user":
+            return None if isinstance(block.get("tool_use_id"), str) else f"{where}.tool_use_id: Field required"
+        return (f"{where}: Input tag '{kind}' found using 'type' does not match any of the expected "
+                f"tags for a {role} message")
+
+    def _blocks_problem(self, messages):
+        """Content blocks, and every tool_use answered by a tool_result in the next message."""
+        called: list[str] = []
+        for i, message in enumerate(messages):
+            content = message["content"] if isinstance(message["content"], list) else []
+            for j, block in enumerate(content):
+                problem = self._block_problem(block, message["role"], f"messages.{i}.content.{j}")
+                if problem:
+                    return problem
+            results = [b["tool_use_id"] for b in content if b["type"] == "tool_result"]
+            for j, block in enumerate(content):
+                if block["type"] == "tool_result" and block["tool_use_id"] not in called:
+                    return (f"messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` "
+                            f"blocks: {block['tool_use_id']}. Each `tool_result` block must have a "
+                            "corresponding `tool_use` block in the previous message.")
+            unanswered = [c for c in called if c not in results]
+            if unanswered:
+                return (f"messages.{i - 1}: `tool_use` ids were found without `tool_result` blocks "
+                        f"immediately after: {', '.join(unanswered)}. Each `tool_use` block must have a "
+                        "corresponding `tool_result` block in the next message.")
+            called = [b["id"] for b in content if b["type"] == "tool_use"]
+        return None
+
+    def _tools_asked(self, body):
+        schemas = {t["name"]: t["input_schema"] for t in body.get("tools") or ()}
+        choice = body.get("tool_choice") or {}
+        forced = {"any": "", "tool": choice.get("name")}.get(choice.get("type"))
+        return schemas, forced, bool(choice.get("disable_parallel_tool_use"))
+
+    @staticmethod
+    def _call_id():
+        return "toolu_" + uuid.uuid4().hex[:24]
+
+    def _message(self, body, text, truncated, prompt_tokens, completion_tokens, calls=()):
+        content = [{"type": "text", "text": text}] if text or not calls else []
+        content += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.input} for c in calls]
+        stop_reason = "max_tokens" if truncated else "tool_use" if calls else "end_turn"
         return {"id": "msg_" + uuid.uuid4().hex[:24], "type": "message", "role": "assistant",
-                "model": model, "content": [{"type": "text", "text": text}],
-                "stop_reason": "max_tokens" if truncated else "end_turn", "stop_sequence": None,
+                "model": body["model"], "content": content,
+                "stop_reason": stop_reason, "stop_sequence": None,
                 "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens}}
 
     @staticmethod
     def _event(obj: dict) -> bytes:
         return f"event: {obj['type']}\ndata: {json.dumps(obj)}\n\n".encode()
 
-    def _stream_events(self, body, pieces, truncated, prompt_tokens):
-        start = self._message(body["model"], "", False, prompt_tokens, 1)
+    @staticmethod
+    def _call_events(calls, first: int) -> list[dict]:
+        """Each call as a tool_use block: its start, its input in several pieces, its stop."""
+        events = []
+        for index, call in enumerate(calls, start=first):
+            events.append({"type": "content_block_start", "index": index, "content_block": {
+                "type": "tool_use", "id": call.id, "name": call.name, "input": {}}})
+            events += [{"type": "content_block_delta", "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": p}}
+                       for p in ["", *_pieces(call.arguments)]]
+            events.append({"type": "content_block_stop", "index": index})
+        return events
+
+    def _stream_events(self, body, pieces, truncated, prompt_tokens, calls=()):
+        start = self._message(body, "", False, prompt_tokens, 1)
         start.update(content=[], stop_reason=None)
+        text = bool(pieces) or not calls
         head = [{"type": "message_start", "message": start},
-                {"type": "content_block_start", "index": 0,
-                 "content_block": {"type": "text", "text": ""}},
+                *([{"type": "content_block_start", "index": 0,
+                    "content_block": {"type": "text", "text": ""}}] if text else []),
                 {"type": "ping"}]
         deltas = [{"type": "content_block_delta", "index": 0,
                    "delta": {"type": "text_delta", "text": p}} for p in pieces]
-        stop_reason = "max_tokens" if truncated else "end_turn"
-        tail = [{"type": "content_block_stop", "index": 0},
+        text_stop = [{"type": "content_block_stop", "index": 0}] if text else []
+        if calls:
+            deltas += text_stop + self._call_events(calls, 1 if text else 0)
+            text_stop = []
+        stop_reason = "max_tokens" if truncated else "tool_use" if calls else "end_turn"
+        output = len(pieces) + sum(len(c.arguments.split()) for c in calls)
+        tail = [*text_stop,
                 {"type": "message_delta", "delta": {"stop_reason": stop_reason,
                                                     "stop_sequence": None},
-                 "usage": {"output_tokens": len(pieces)}},
+                 "usage": {"output_tokens": output}},
                 {"type": "message_stop"}]
         return tuple([self._event(e) for e in events] for events in (head, deltas, tail))
 
