@@ -260,3 +260,25 @@ def test_a_request_a_provider_refuses_does_not_mark_it_degraded(client, auth, oa
     openai_error_of(completions(client, auth), 400)
     provider = gaia(app).providers.get("openai")
     assert provider.health().status == "available"
+
+
+def test_models_say_what_they_take(client, auth):
+    models = {m["id"]: m for m in client.get("/api/v0.2/models", headers=auth).get_json()["models"]}
+    assert {"vision", "tools", "json_schema"} <= set(models["claude-haiku-4-5"]["capabilities"])
+    assert {"tools", "json_schema"} <= set(models["gaia-local"]["capabilities"])
+    assert "vision" not in models["gaia-local"]["capabilities"]
+    # An OpenAI-compatible server's models: not known, so nothing is claimed (the server decides).
+    assert models["gpt-4o-mini"]["capabilities"] == ["chat", "streaming"]
+
+
+def test_openai_s_own_models_say_what_they_take():
+    from gaia_app.providers.base import ProviderDeclaration
+    from gaia_app.providers.openai_compat import OPENAI_DEFAULT_BASE_URL, OpenAICompatibleProvider
+
+    provider = OpenAICompatibleProvider(ProviderDeclaration(
+        id="openai", kind="openai", name="OpenAI", base_url=OPENAI_DEFAULT_BASE_URL, api_key="sk-x",
+        list_models=False))
+    assert {"vision", "tools", "json_schema"} <= set(provider.model("gpt-4o").capabilities)
+    assert provider.model("my-fine-tune").capabilities == ("chat", "streaming")
+    declared = provider.model("gpt-4o", {"capabilities": ["chat"]})
+    assert declared.capabilities == ("chat",)

@@ -7,7 +7,7 @@ GAIA_PROVIDERS_FILE with kind "openai".
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from gaia_app.providers.base import (
     ChatRequest,
@@ -37,6 +37,7 @@ OPENAI_MODELS = {
     "gpt-5-mini": (400_000, 128_000, 0.25, 2.00),
     "gpt-5-nano": (400_000, 128_000, 0.05, 0.40),
 }
+OPENAI_CAPABILITIES = ("chat", "streaming", "vision", "tools", "json_schema")
 # Listed by GET /models but not chat models.
 _NOT_CHAT = (
     "text-embedding", "embedding", "whisper", "tts", "dall-e", "davinci", "babbage",
@@ -59,6 +60,13 @@ class OpenAICompatibleProvider(RemoteProvider):
         headers = {"Authorization": f"Bearer {declaration.api_key}"} if declaration.api_key else {}
         self.is_openai = (declaration.base_url or "").rstrip("/") == OPENAI_DEFAULT_BASE_URL
         super().__init__(declaration, headers, OPENAI_MODELS if self.is_openai else {}, on_change, clock)
+
+    def model(self, model_id: str, declared: Mapping | None = None) -> ModelInfo:
+        """OpenAI's own chat models read images, call tools and follow JSON schemas; what
+        other OpenAI-compatible servers' models take is not known (the server decides)."""
+        if self.is_openai and model_id in OPENAI_MODELS and (not declared or "capabilities" not in declared):
+            declared = {**(declared or {}), "capabilities": OPENAI_CAPABILITIES}
+        return super().model(model_id, declared)
 
     def _fetch_models(self) -> list[ModelInfo]:
         data = self.http.get_json("/models")
