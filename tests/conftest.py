@@ -178,6 +178,11 @@ def _reset(app) -> None:
     state.authenticator.cache.clear()
     state.last_used.discard_pending()
     state.usage.discard_pending()
+    # A test that ran a job in process left a runner and its sweeper going, and perhaps its
+    # own event publisher: the next test starts without them.
+    state.assets.close()
+    state.assets._dispatcher = None
+    state.assets._events = None
 
 
 @pytest.fixture

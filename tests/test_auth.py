@@ -102,7 +102,8 @@ def test_revoked_key_is_refused_once_the_cache_entry_expires(timed_app, clock):
 def test_expired_key_is_refused_even_from_the_cache(_session_app, database_url, tmp_path_factory, clock):
     app = make_app(database_url, tmp_path_factory, clock=clock, AUTH_CACHE_TTL="60")
     client = app.test_client()
-    key = Accounts(app).key(expires_at=datetime.now(timezone.utc) + timedelta(seconds=1))
+    # Expiry on the app's clock, which stands still until advanced (however slow the machine).
+    key = Accounts(app).key(expires_at=datetime.fromtimestamp(clock.time(), timezone.utc) + timedelta(seconds=1))
     try:
         assert client.get(MODELS, headers={"X-API-Key": key}).status_code == 200
         clock.advance(1.5)

@@ -252,6 +252,7 @@ def test_a_legacy_function_result_s_name_is_not_a_message_name():
     from gaia_app.providers.params import features_of
 
     assert "name" not in features_of([{"role": "function", "name": "open_gate", "content": "done"}])
+    assert "name" not in features_of([{"role": "tool", "tool_call_id": "c1", "name": "open_gate", "content": "done"}])
     assert "name" in features_of([{"role": "user", "name": "ada", "content": "hi"}])
 
 

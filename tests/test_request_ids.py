@@ -14,6 +14,7 @@ import requests
 from werkzeug.serving import make_server
 
 from gaia_app.logs import MASK, redact
+from gaia_app.state import gaia
 from gaia_app.request_ids import well_formed
 from tests.conftest import Accounts, make_app
 from tests.test_e2e_asset_worker import (  # noqa: F401 - fixtures: a worker, its Redis and database
@@ -209,30 +210,28 @@ def test_a_job_s_worker_lines_carry_the_request_id_that_sent_it(sender, deployme
     assert any(line.get("request_id") is None for line in lines)
 
 
-def test_a_job_run_in_the_web_process_carries_the_request_id(client, make):
+def test_a_job_run_in_the_web_process_carries_the_request_id(app, client, make):
     """Without Redis the job runs on a thread of the web process: its lines name the request."""
-    from gaia_app.logs import ContextFilter
+    from gaia_app.request_ids import current_request_id
 
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    handler.addFilter(ContextFilter())
-    events = logging.getLogger("gaia.events")
-    events.addHandler(handler)
-    previous = events.level
-    events.setLevel(logging.INFO)
-    try:
-        key = make.key(scopes=["assets"])
-        response = client.post("/api/v0.2/assets/generate", headers={"X-API-Key": key, "X-Request-ID": "inline-7"},
-                               json={"category": "audio", "description": "a traced bell", "options": {"duration": 0.2}})
-        assert response.status_code == 202, response.get_data(as_text=True)
-        job = response.get_json()["job_id"]
-        for _ in range(200):
-            if client.get(f"/api/v0.2/jobs/{job}", headers={"X-API-Key": key}).get_json()["status"] == "succeeded":
-                break
-            threading.Event().wait(0.05)
-    finally:
-        events.removeHandler(handler)
-        events.setLevel(previous)
-    traced = [r for r in records if job in r.getMessage()]
-    assert traced and {r.request_id for r in traced} == {"inline-7"}, [(r.getMessage(), r.request_id) for r in records]
+    seen: list[tuple[str, str | None]] = []
+
+    class Publisher:
+        def publish(self, subject, payload):
+            seen.append((str(payload.get("job_id")), current_request_id()))
+
+        def close(self):
+            pass
+
+    gaia(app).assets.use(events=Publisher())
+    key = make.key(scopes=["assets"])
+    response = client.post("/api/v0.2/assets/generate", headers={"X-API-Key": key, "X-Request-ID": "inline-7"},
+                           json={"category": "audio", "description": "a traced bell", "options": {"duration": 0.2}})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    job = response.get_json()["job_id"]
+    for _ in range(400):
+        if client.get(f"/api/v0.2/jobs/{job}", headers={"X-API-Key": key}).get_json()["status"] == "succeeded":
+            break
+        threading.Event().wait(0.05)
+    traced = [request_id for job_id, request_id in seen if job_id == job]
+    assert traced and set(traced) == {"inline-7"}, seen

@@ -61,7 +61,8 @@ def _image(part: Mapping, param: str) -> None:
 
 def _audio(part: Mapping, param: str) -> None:
     audio = part.get("input_audio")
-    if not isinstance(audio, Mapping) or not isinstance(audio.get("data"), str) or audio.get("format") not in AUDIO_FORMATS:
+    if not isinstance(audio, Mapping) or not isinstance(audio.get("data"), str) \
+            or not isinstance(audio.get("format"), str) or audio["format"] not in AUDIO_FORMATS:
         raise invalid(f"{param}.input_audio needs data (base64) and format (wav or mp3).", f"{param}.input_audio")
 
 
@@ -74,7 +75,7 @@ def _parts(content: list, role: str, param: str, max_chars: int) -> str:
     for index, part in enumerate(content):
         where = f"{param}[{index}]"
         kind = part.get("type") if isinstance(part, Mapping) else None
-        if kind not in allowed:
+        if not isinstance(kind, str) or kind not in allowed:
             raise invalid(f"{where}: a {role} message takes parts of type {', '.join(sorted(allowed))}.", where)
         if kind in ("text", "refusal"):
             texts.append(_text(part.get(kind), f"{where}.{kind}", max_chars))

@@ -8,24 +8,43 @@ from marshmallow import INCLUDE, Schema, fields, validate
 
 from gaia_app.schemas import NOT_BLANK
 
-ROLES = ("system", "developer", "user", "assistant")
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
-
-_TEXT_PARTS = {
-    "type": "array",
-    "items": {"type": "object", "required": ["type", "text"],
-              "properties": {"type": {"enum": ["text"]}, "text": {"type": "string"}}},
+_PART = {
+    "type": "object", "required": ["type"],
+    "properties": {"type": {"enum": ["text", "image_url", "input_audio", "file", "refusal"]}},
+    "description": "text {text}, image_url {image_url: {url: https or data:image, detail}}, "
+                   "input_audio {input_audio: {data, format}}, file {file}; assistants: text or refusal",
+}
+_FUNCTION_TOOL = {
+    "type": "object", "required": ["type", "function"],
+    "properties": {"type": {"enum": ["function"]},
+                   "function": {"type": "object", "required": ["name"],
+                                "properties": {"name": {"type": "string"}, "description": {"type": "string"},
+                                               "parameters": {"type": "object"}, "strict": {"type": "boolean"}}}},
+}
+_TOOL_CALL = {
+    "type": "object", "required": ["id", "type", "function"],
+    "properties": {"id": {"type": "string"}, "type": {"enum": ["function"]},
+                   "function": {"type": "object", "properties": {"name": {"type": "string"},
+                                                                 "arguments": {"type": "string"}}}},
 }
 
 
 class OpenAIChatMessageSchema(Schema):
+    class Meta:
+        unknown = INCLUDE
+
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
     content = fields.Raw(
-        required=True,
-        metadata={"description": "A string, or an array of text parts",
-                  "oneOf": [{"type": "string"},
-                            _TEXT_PARTS]},
+        allow_none=True,
+        metadata={"description": "A string, an array of content parts, or null (an assistant's "
+                                 "message with tool calls)",
+                  "oneOf": [{"type": "string"}, {"type": "array", "items": _PART}, {"type": "null"}]},
     )
+    name = fields.String()
+    tool_calls = fields.List(fields.Raw(metadata=_TOOL_CALL), metadata={"description": "An assistant's tool calls"})
+    tool_call_id = fields.String(metadata={"description": "A tool result: the call it answers"})
 
 
 class OpenAIStreamOptionsSchema(Schema):
@@ -34,7 +53,8 @@ class OpenAIStreamOptionsSchema(Schema):
 
 class OpenAIChatCompletionRequestSchema(Schema):
     class Meta:
-        # Other Chat Completions parameters are taken and not applied today.
+        # Every other Chat Completions parameter: forwarded, translated or refused by name
+        # according to the provider (README, "OpenAI-compatible parameters").
         unknown = INCLUDE
 
     model = fields.String(required=True, validate=validate.Length(min=1, max=200),
@@ -47,33 +67,48 @@ class OpenAIChatCompletionRequestSchema(Schema):
     max_tokens = fields.Integer(validate=validate.Range(min=1, max=1_000_000))
     max_completion_tokens = fields.Integer(validate=validate.Range(min=1, max=1_000_000))
     temperature = fields.Float(validate=validate.Range(min=0, max=2))
-    n = fields.Integer(validate=validate.OneOf([1]))
+    n = fields.Integer(validate=validate.Range(min=1, max=128))
+    tools = fields.List(fields.Raw(metadata=_FUNCTION_TOOL), validate=validate.Length(max=128))
+    tool_choice = fields.Raw(metadata={"description": "none, auto, required, or "
+                                                      "{type: function, function: {name}}"})
+    response_format = fields.Raw(metadata={"description": "{type: text | json_object | json_schema, "
+                                                          "json_schema: {name, schema, strict}}"})
 
 
-class OpenAIAssistantMessageSchema(Schema):
+class _Open(Schema):
+    """Relayed as the provider made it: members beyond these pass through."""
+
+    class Meta:
+        unknown = INCLUDE
+
+
+class OpenAIAssistantMessageSchema(_Open):
     role = fields.String(metadata={"example": "assistant"})
     content = fields.String(allow_none=True)
     refusal = fields.String(allow_none=True)
+    tool_calls = fields.List(fields.Raw(metadata=_TOOL_CALL))
 
 
-class OpenAIChoiceSchema(Schema):
+class OpenAIChoiceSchema(_Open):
     index = fields.Integer()
     message = fields.Nested(OpenAIAssistantMessageSchema)
     logprobs = fields.Raw(allow_none=True)
-    finish_reason = fields.String(metadata={"description": "stop or length"})
+    finish_reason = fields.String(metadata={"description": "stop, length, tool_calls, content_filter "
+                                                           "or function_call"})
 
 
-class OpenAICompletionUsageSchema(Schema):
+class OpenAICompletionUsageSchema(_Open):
     prompt_tokens = fields.Integer()
     completion_tokens = fields.Integer()
     total_tokens = fields.Integer()
 
 
-class OpenAIChatCompletionSchema(Schema):
+class OpenAIChatCompletionSchema(_Open):
     id = fields.String()
     object = fields.String(metadata={"example": "chat.completion"})
     created = fields.Integer()
     model = fields.String()
+    system_fingerprint = fields.String(allow_none=True)
     choices = fields.List(fields.Nested(OpenAIChoiceSchema))
     usage = fields.Nested(OpenAICompletionUsageSchema)
 

@@ -113,11 +113,12 @@ def features_of(messages: Iterable[Mapping[str, Any]]) -> set[str]:
     for message in messages:
         if message.get("role") in ("tool", "function") or message.get("tool_calls") or message.get("function_call"):
             found.add("tools")
-        if message.get("name") is not None and message.get("role") != "function":
-            found.add("name")  # (a legacy function result's name says which function answered)
+        if message.get("name") is not None and message.get("role") not in ("function", "tool"):
+            found.add("name")  # (a tool or function result's name only repeats the function)
         content = message.get("content")
         if isinstance(content, list):
-            found.update(part.get("type") for part in content if part.get("type") in PARAMETERS)
+            found.update(kind for kind in (part.get("type") for part in content if isinstance(part, Mapping))
+                         if isinstance(kind, str) and kind in PARAMETERS)
     return found
 
 
