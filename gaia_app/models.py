@@ -136,6 +136,8 @@ class Persona(db.Model):
     description: Mapped[str] = mapped_column(Text, default="")
     system_prompt: Mapped[str] = mapped_column(Text)
     traits: Mapped[dict] = mapped_column(JSON, default=dict)
+    # Its "actions": OpenAI function tools offered to the model whenever it speaks (NULL: none).
+    actions: Mapped[list | None] = mapped_column(JSON)
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -182,8 +184,12 @@ class Message(db.Model):
     conversation_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("conversations.id", ondelete="CASCADE")
     )
-    role: Mapped[str] = mapped_column(String(16))  # "user" or "assistant"
+    role: Mapped[str] = mapped_column(String(16))  # "user", "assistant" or "tool"
     content: Mapped[str] = mapped_column(Text)
+    # An assistant message that called tools: [{"id", "name", "arguments"}] (arguments as JSON
+    # text). A tool message: the call it answers.
+    tool_calls: Mapped[list | None] = mapped_column(JSON)
+    tool_call_id: Mapped[str | None] = mapped_column(String(128))
     # Set on assistant messages: who answered and what it cost.
     provider: Mapped[str | None] = mapped_column(String(64))
     model: Mapped[str | None] = mapped_column(String(200))

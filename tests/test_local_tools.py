@@ -348,12 +348,22 @@ def test_functions_stream_as_function_call_deltas(client, auth):
 # -- what stays as it was -----------------------------------------------------------------
 
 
-def test_outside_v1_the_answer_stays_text():
+def test_outside_v1_the_calls_come_without_a_raw_answer():
     provider = LocalProvider(ProviderDeclaration(id="local", kind="local", name="Local"))
-    request = ChatRequest(model=MODEL, messages=(ChatMessage("user", ASK_WEATHER[0]["content"]),),
-                          options={"tools": TOOLS})
+    asked = (ChatMessage("user", ASK_WEATHER[0]["content"]),)
+    request = ChatRequest(model=MODEL, messages=asked, options={"tools": TOOLS})
     completion = provider.complete(request)
-    assert completion.raw is None and completion.text and completion.finish_reason in ("stop", "length")
+    assert completion.raw is None and completion.text == "" and completion.finish_reason == "tool_calls"
+    relayed = provider.complete(ChatRequest(model=MODEL, messages=asked, options={"tools": TOOLS}, relay=True))
+    assert [call.name for call in completion.tool_calls] == ["get_weather"]
+    assert [{"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+            for call in completion.tool_calls] == relayed.raw["choices"][0]["message"]["tool_calls"]
+    streamed = list(provider.stream(request))
+    assert all(chunk.raw is None for chunk in streamed) and "".join(chunk.text for chunk in streamed) == ""
+    assert streamed[-1].tool_calls == completion.tool_calls and streamed[-1].finish_reason == "tool_calls"
+    # Without tools the answer is text, as it always was.
+    plain = provider.complete(ChatRequest(model=MODEL, messages=asked))
+    assert plain.text and plain.tool_calls == () and plain.finish_reason in ("stop", "length")
 
 
 def test_local_models_say_they_take_tools_and_json_schema(client, auth):
@@ -464,3 +474,21 @@ def test_a_tool_whose_arguments_cannot_be_made_is_not_called_on_auto(client, aut
     # Asked for, the call is made all the same.
     assert [c["function"]["name"] for c in calls_of(ask(client, auth, messages, tools=tools,
                                                          tool_choice="required"))] == ["file_ticket"]
+
+
+def test_a_forced_call_is_made_even_after_tool_results(client, auth):
+    """`required` or a named tool means a call, whatever came before (a validation loop that
+    sends the error back as a tool result and asks again, as instructor does)."""
+    tool = {"type": "function", "function": {"name": "Npc", "parameters": {
+        "type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}}}
+    messages = [{"role": "user", "content": "make an npc"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "Npc", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "name": "Npc", "content": "name is required"}]
+    for choice in ("required", {"type": "function", "function": {"name": "Npc"}}):
+        body = client.post("/v1/chat/completions", headers=auth, json={
+            "model": "gaia-local", "messages": messages, "tools": [tool], "tool_choice": choice}).get_json()
+        assert body["choices"][0]["finish_reason"] == "tool_calls", body
+    auto = client.post("/v1/chat/completions", headers=auth, json={
+        "model": "gaia-local", "messages": messages, "tools": [tool]}).get_json()
+    assert auto["choices"][0]["finish_reason"] == "stop"

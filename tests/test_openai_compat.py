@@ -312,6 +312,8 @@ BAD_REQUESTS = {
     "n-0": ({"n": 0}, "n"),
     "tool-schema-not-a-schema": ({"tools": [{"type": "function", "function": {
         "name": "f", "parameters": {"type": 5}}}]}, "tools[0].function.parameters"),
+    "schema-uri-not-a-string": ({"tools": [{"type": "function", "function": {
+        "name": "f", "parameters": {"$schema": ["x"], "type": "object"}}}]}, "tools[0].function.parameters"),
     "tool-without-name": ({"tools": [{"type": "function", "function": {"description": "x"}}]},
                           "tools[0].function.name"),
     "500-tools": ({"tools": [{"type": "function", "function": {"name": f"f{i}"}} for i in range(500)]}, "tools"),

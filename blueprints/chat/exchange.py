@@ -21,12 +21,20 @@ from blueprints.chat import routing
 from blueprints.chat import store as store_exchange
 from blueprints.chat.routing import Target
 from blueprints.chat.streaming import ChunkWriter, StreamOutcome, StreamRelay, relay_events
-from gaia_app.errors import InvalidField
+from gaia_app.errors import Conflict, InvalidField
 from gaia_app.extensions import db, release_connection
 from gaia_app.identity import Principal
 from gaia_app.models import utcnow
 from gaia_app.providers import common, params
-from gaia_app.providers.base import ChatMessage, ChatRequest, Completion, ModelInfo, ProviderError, Usage
+from gaia_app.providers.base import (
+    ChatMessage,
+    ChatRequest,
+    Completion,
+    ModelInfo,
+    ProviderError,
+    ToolCall,
+    Usage,
+)
 from gaia_app.state import gaia
 
 log = logging.getLogger(__name__)
@@ -50,6 +58,11 @@ class Exchange:
     persona_id: uuid.UUID | None = None
     user_message: str | None = None
     user_message_at: datetime = field(default_factory=utcnow)
+    # The results of the tools the conversation's last answer called ({"tool_call_id",
+    # "content"} each), stored before the user's message; and the conversation's message count
+    # they were checked against (they are stored only if it has not changed).
+    tool_results: tuple[dict, ...] = ()
+    expected_count: int | None = None
     # The OpenAI-compatible API: parameters beyond the core (each target takes the ones its
     # kind forwards or translates, `providers.params`), the messages as sent, and the relay.
     options: dict = field(default_factory=dict)
@@ -101,8 +114,13 @@ def complete(exchange: Exchange) -> tuple[Target, Completion]:
     except ProviderError as error:
         record_usage(exchange, None, None, "error", error=error)
         raise routing.problem_for(error) from None
-    store(exchange, target, completion.text, completion.usage)
+    stored = store(exchange, target, completion.text, completion.usage, completion.tool_calls)
     record_usage(exchange, target, completion.usage, "ok")
+    if not stored and exchange.tool_results:
+        raise Conflict(
+            "The conversation changed while the answer was being written (its tool calls were "
+            "answered by another request, or it was deleted); nothing was stored."
+        )
     return target, completion
 
 
@@ -179,10 +197,16 @@ def finish_stream(app, exchange: Exchange, outcome: StreamOutcome) -> None:
                              first_token_at=outcome.first_token_at)
             else:
                 usage = outcome_usage(exchange, outcome)
-                store(exchange, target, outcome.text, usage)
+                if not store(exchange, target, outcome.text, usage, outcome_calls(outcome)):
+                    log.warning("a streamed answer was not stored: its conversation changed meanwhile")
                 record_usage(exchange, target, usage, "ok", first_token_at=outcome.first_token_at)
         finally:
             db.session.remove()
+
+
+def outcome_calls(outcome: StreamOutcome) -> tuple[ToolCall, ...]:
+    """The tools a complete stream's answer calls."""
+    return outcome.chunk.tool_calls if outcome.chunk else ()
 
 
 def estimate_usage(exchange: Exchange, text: str) -> Usage:
@@ -193,26 +217,46 @@ def estimate_usage(exchange: Exchange, text: str) -> Usage:
 # -- keeping it ---------------------------------------------------------------------------
 
 
-def store(exchange: Exchange, target: Target, text: str, usage: Usage) -> None:
-    """The user's message and the answer, together (nothing half-stored)."""
+def store(exchange: Exchange, target: Target, text: str, usage: Usage,
+          tool_calls: tuple[ToolCall, ...] = ()) -> bool:
+    """The tool results, the user's message and the answer, together (nothing half-stored).
+    Returns False when the conversation changed meanwhile and nothing was stored."""
     if exchange.conversation_id is None:
-        return
-    store_exchange.save_exchange(
+        return True
+    # In the order they were said, each after the one before even on a clock that did not
+    # move: history is ordered by time.
+    said = [{"role": "tool", "content": result["content"], "tool_call_id": result["tool_call_id"]}
+            for result in exchange.tool_results]
+    if exchange.user_message is not None:
+        said.append({"role": "user", "content": exchange.user_message})
+    messages = [store_exchange.NewMessage(created_at=exchange.user_message_at + timedelta(microseconds=at), **fields)
+                for at, fields in enumerate(said)]
+    messages.append(store_exchange.NewMessage(
+        role="assistant",
+        content=text,
+        created_at=max(utcnow(), exchange.user_message_at + timedelta(microseconds=len(said))),
+        provider=target.provider.id,
+        model=target.model.id,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        tool_calls=[call_view(call) for call in tool_calls] or None,
+    ))
+    return store_exchange.save_exchange(
         new=exchange.new_conversation,
         conversation_id=exchange.conversation_id,
         user_id=exchange.principal.user_id,
         persona_id=exchange.persona_id,
         title=_title(exchange.user_message or ""),
-        question=exchange.user_message or "",
-        asked_at=exchange.user_message_at,
-        answer=text,
-        # After the question, even on a clock that did not move: history is ordered by time.
-        answered_at=max(utcnow(), exchange.user_message_at + timedelta(microseconds=1)),
+        messages=messages,
         provider=target.provider.id,
         model=target.model.id,
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
+        expected_count=exchange.expected_count,
     )
+
+
+def call_view(call: ToolCall) -> dict:
+    """A tool call as the chat API shows and stores it."""
+    return {"id": call.id, "name": call.name, "arguments": call.arguments}
 
 
 def _title(message: str) -> str:

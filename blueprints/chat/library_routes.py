@@ -52,7 +52,9 @@ def list_personas():
 @blp.response(201, PersonaSchema)
 @commits
 def create_persona(body):
-    """Make a persona of your own; names are unique among yours, whatever their case."""
+    """Make a persona of your own; names are unique among yours, whatever their case.
+
+    Its `actions` (OpenAI function tools) are offered to the model whenever it speaks."""
     persona = personas.create_persona(current_principal().user_id, **body)
     return persona, 201, {"Location": url_for(".get_persona", persona_id=persona.id)}
 
@@ -91,7 +93,7 @@ def get_persona(persona_id):
 @blp.response(200, PersonaSchema)
 @commits
 def update_persona(body, persona_id):
-    """Change any of name, description, system_prompt, traits. Built-in ones: admins only."""
+    """Change any of name, description, system_prompt, traits, actions. Built-in ones: admins only."""
     return personas.update_persona(
         current_principal().user_id, persona_id, body, is_admin=_manages_built_ins()
     )

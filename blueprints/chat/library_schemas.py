@@ -6,10 +6,13 @@ from collections.abc import Mapping
 from marshmallow import Schema, ValidationError, fields, pre_dump, validate, validates_schema
 
 from blueprints.chat.conversations import DEFAULT_MESSAGE_LIMIT, MAX_MESSAGE_LIMIT
+from blueprints.chat.openai_request import MAX_TOOLS
+from blueprints.chat.schemas import ToolCallSchema
 from gaia_app.schemas import NOT_BLANK, SafeString, cursor_field
 
 MAX_TRAITS = 32
 MAX_TRAITS_BYTES = 8 * 1024
+MAX_ACTIONS_BYTES = 64 * 1024
 
 
 class StrippedString(fields.String):
@@ -32,6 +35,12 @@ def _traits_fit(traits: dict) -> None:
         raise ValidationError(f"Traits take {size} bytes as JSON; at most {MAX_TRAITS_BYTES}.")
 
 
+def _actions_fit(actions: list) -> None:
+    size = len(json.dumps(actions, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > MAX_ACTIONS_BYTES:
+        raise ValidationError(f"Actions take {size} bytes as JSON; at most {MAX_ACTIONS_BYTES}.")
+
+
 # -- personas ---------------------------------------------------------------------------
 
 
@@ -52,11 +61,24 @@ def _traits() -> fields.Field:
     )
 
 
+def _actions() -> fields.Field:
+    return fields.List(
+        fields.Dict(),
+        validate=[validate.Length(max=MAX_TOOLS), _actions_fit],
+        metadata={"description": (
+            "OpenAI function tools (`{\"type\": \"function\", \"function\": {\"name\", "
+            "\"description\", \"parameters\"}}`) offered to the model whenever this persona "
+            f"speaks, after a request's own tools. At most {MAX_TOOLS}, 64 KiB as JSON."
+        )},
+    )
+
+
 class PersonaCreateSchema(Schema):
     name = _name(required=True)
     description = SafeString(validate=validate.Length(max=2000))
     system_prompt = _system_prompt(required=True)
     traits = _traits()
+    actions = _actions()
 
 
 class PersonaUpdateSchema(Schema):
@@ -66,12 +88,13 @@ class PersonaUpdateSchema(Schema):
     description = SafeString(validate=validate.Length(max=2000))
     system_prompt = _system_prompt()
     traits = _traits()
+    actions = _actions()
 
     @validates_schema
     def something_to_change(self, data, **kwargs):
         if not data:
             raise ValidationError(
-                "Give at least one of name, description, system_prompt, traits.", "_schema"
+                "Give at least one of name, description, system_prompt, traits, actions.", "_schema"
             )
 
 
@@ -81,6 +104,7 @@ class PersonaSchema(Schema):
     description = SafeString()
     system_prompt = SafeString()
     traits = fields.Dict()
+    actions = fields.List(fields.Dict(), metadata={"description": "Its tools, offered whenever it speaks"})
     is_default = fields.Boolean()
     built_in = fields.Boolean(metadata={"description": "Built in (no owner): every user sees it"})
     created_at = fields.DateTime()
@@ -92,6 +116,7 @@ class PersonaSchema(Schema):
             return persona
         view = {name: getattr(persona, name) for name in self.fields if name != "built_in"}
         view["built_in"] = persona.owner_id is None
+        view["actions"] = persona.actions or []
         return view
 
 
@@ -155,11 +180,14 @@ class UsageSchema(Schema):
 
 class MessageSchema(Schema):
     id = fields.UUID()
-    role = SafeString(metadata={"description": "user or assistant"})
+    role = SafeString(metadata={"description": "user, assistant or tool"})
     content = SafeString()
     provider = SafeString(allow_none=True)
     model = SafeString(allow_none=True)
     usage = fields.Nested(UsageSchema, allow_none=True)
+    tool_calls = fields.List(fields.Nested(ToolCallSchema),
+                             metadata={"description": "An answer that called tools: the calls"})
+    tool_call_id = SafeString(metadata={"description": "A tool result: the call it answers"})
     created_at = fields.DateTime()
 
     @pre_dump
@@ -167,6 +195,10 @@ class MessageSchema(Schema):
         if isinstance(message, Mapping):
             return message
         view = {name: getattr(message, name) for name in self.fields if name != "usage"}
+        # Only on the messages they concern.
+        for name in ("tool_calls", "tool_call_id"):
+            if view[name] is None:
+                del view[name]
         view["usage"] = None
         if message.prompt_tokens is not None or message.completion_tokens is not None:
             prompt, completion = message.prompt_tokens or 0, message.completion_tokens or 0

@@ -112,13 +112,18 @@ def _prepare(body: dict) -> tuple[Exchange, str, list[str]]:
     tokens_field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     max_tokens = _int_field(body, tokens_field, 1, 1_000_000)
     wire, messages = read_messages(body.get("messages"), llm.max_messages, llm.max_message_chars)
-    check_parameters(body)
 
-    persona_id = None
+    persona = None
     if model.startswith(PERSONA_PREFIX):
         persona = personas.find_persona_by_name(principal.user_id, model[len(PERSONA_PREFIX):])
         if persona is None:
             raise UnknownModel(f"The model `{model}` does not exist: no persona of that name.")
+        # Its actions join the request's tools (the request's win on a name both use).
+        body = personas.with_actions(body, persona.actions)
+    check_parameters(body)
+
+    persona_id = None
+    if persona is not None:
         persona_id = persona.id
         messages.insert(0, ChatMessage("system", persona.system_prompt))
         wire = ({"role": "system", "content": persona.system_prompt}, *wire)

@@ -162,6 +162,8 @@ def _schema(value: Any, param: str) -> None:
 
     if not isinstance(value, Mapping):
         raise invalid(f"{param} must be a JSON Schema object.", param)
+    if "$schema" in value and not isinstance(value["$schema"], str):
+        raise invalid(f"{param}.$schema must be a string (the metaschema's URI).", param)
     try:
         validators.validator_for(value, default=validators.Draft202012Validator).check_schema(value)
     except exceptions.SchemaError as error:

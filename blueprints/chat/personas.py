@@ -4,6 +4,11 @@ A persona with no owner is built in: every user sees it, only admins change it, 
 default one ("Mu", made by the first migration) is never deleted. Everything else belongs to
 one user and is invisible to the others (their 404 is the same as a missing persona's).
 
+A persona may declare actions: OpenAI function tools (checked as `/v1` checks `tools`) that
+are offered to the model whenever it speaks, on the chat API and on `/v1` as
+`persona:<name>`, after the request's own tools (the request's wins when both name a tool
+alike).
+
 Writes flush; the route commits. Every change queues a message that, once committed, drops
 what each process cached of the owner's personas.
 """
@@ -11,17 +16,19 @@ what each process cached of the owner's personas.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import case, or_
 
-from gaia_app.errors import Conflict, Forbidden, NotFound, SchemaMissing
+from blueprints.chat.openai_request import check_parameters
+from gaia_app.errors import Conflict, Forbidden, InvalidField, NotFound, SchemaMissing
 from gaia_app.extensions import db
 from gaia_app.models import DEFAULT_PERSONA_ID, Persona, User, UserPersonaPreference, utcnow
 from gaia_app.runtime.invalidation import queue_invalidation
 
 MAX_OWN_PERSONAS = 100
-EDITABLE_FIELDS = ("name", "description", "system_prompt", "traits")
+EDITABLE_FIELDS = ("name", "description", "system_prompt", "traits", "actions")
 
 
 def _parse_id(persona_id: uuid.UUID | str | None) -> uuid.UUID | None:
@@ -31,6 +38,61 @@ def _parse_id(persona_id: uuid.UUID | str | None) -> uuid.UUID | None:
         return uuid.UUID(str(persona_id))
     except ValueError:
         return None
+
+
+# -- actions ------------------------------------------------------------------------------
+
+
+def _as_actions(text: str) -> str:
+    """A problem `check_parameters` found in `tools`, told of `actions`."""
+    for said, meant in (("tools", "actions"), ("'tools'", "'actions'")):
+        if text.startswith(said):
+            return meant + text[len(said):]
+    return text
+
+
+def check_actions(actions: list) -> list:
+    """Actions are tools: checked as `/v1` checks `tools` (a 422 naming the action)."""
+    try:
+        check_parameters({"tools": actions})
+    except InvalidField as problem:
+        raise InvalidField(_as_actions(problem.field or "tools"), _as_actions(problem.detail)) from None
+    return actions
+
+
+def _name_of(function: Any) -> str | None:
+    name = function.get("name") if isinstance(function, Mapping) else None
+    return name if isinstance(name, str) else None
+
+
+def _tool_name(tool: Any) -> str | None:
+    return _name_of(tool.get("function") if isinstance(tool, Mapping) else None)
+
+
+def merged_tools(requested: Any, actions: Sequence[Mapping]) -> Any:
+    """The request's tools, then the actions whose names they do not use; None when there are
+    none. Tools that are not a list are left as they are, for the request's checks to name."""
+    if not actions or (requested is not None and not isinstance(requested, list)):
+        return requested
+    taken = {_tool_name(tool) for tool in requested or ()}
+    merged = [*(requested or ()), *(action for action in actions if _tool_name(action) not in taken)]
+    return merged or None
+
+
+def with_actions(body: dict, actions: Sequence[Mapping] | None) -> dict:
+    """A Chat Completions request with a persona's actions added to its tools (or, when it
+    declares the older `functions` and no tools, to those)."""
+    if not actions:
+        return body
+    functions = body.get("functions")
+    if body.get("tools") is None and isinstance(functions, list):
+        taken = {_name_of(function) for function in functions}
+        added = [action["function"] for action in actions if _tool_name(action) not in taken]
+        return {**body, "functions": [*functions, *added]}
+    return {**body, "tools": merged_tools(body.get("tools"), actions)}
+
+
+# -- who sees which -----------------------------------------------------------------------
 
 
 def _visible_to(user_id: uuid.UUID):
@@ -127,8 +189,11 @@ def create_persona(
     system_prompt: str,
     description: str = "",
     traits: dict | None = None,
+    actions: list | None = None,
 ) -> Persona:
     name = name.strip()
+    if actions:
+        check_actions(actions)
     _lock_owner(user_id)
     own_names = list(
         db.session.execute(db.select(Persona.name).where(Persona.owner_id == user_id)).scalars()
@@ -147,6 +212,7 @@ def create_persona(
         description=description or "",
         system_prompt=system_prompt,
         traits=traits or {},
+        actions=actions or None,
         is_default=False,
     )
     db.session.add(persona)
@@ -169,6 +235,8 @@ def update_persona(
     user_id: uuid.UUID, persona_id: uuid.UUID | str, changes: dict, *, is_admin: bool = False
 ) -> Persona:
     """Change any of EDITABLE_FIELDS; built-in personas only for admins."""
+    if changes.get("actions"):
+        check_actions(changes["actions"])
     persona = _editable(user_id, persona_id, is_admin, "change")
     if persona.owner_id is not None:
         _lock_owner(persona.owner_id)
@@ -183,6 +251,8 @@ def update_persona(
             setattr(persona, field, changes[field] or "")
     if "traits" in changes:
         persona.traits = dict(changes["traits"] or {})
+    if "actions" in changes:
+        persona.actions = list(changes["actions"] or ()) or None
     persona.updated_at = utcnow()
     _forget_cached(persona.owner_id)
     db.session.flush()

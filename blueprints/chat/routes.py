@@ -81,6 +81,7 @@ def get_model(model_id: str):
         "description": "With `\"stream\": true`: `chat.completion.chunk` events, then `data: [DONE]`",
     }}}},
     "404": {"description": "Unknown model, provider, persona or conversation"},
+    "409": {"description": "Tool results: the conversation changed while the answer was written; nothing was stored"},
     "429": {"description": "Rate limited here, or by the provider (with Retry-After)"},
     "502": {"description": "The provider failed or answered garbage"},
     "504": {"description": "The provider did not answer in time"},
@@ -93,6 +94,13 @@ def post_chat(args):
     then `data: [DONE]`. While the first token is late, `: keepalive` comments are sent. If
     the provider fails after the stream began, one `event: error` is sent (its data is
     `{"error": {"message", "type", "code", "provider"}}`), then `data: [DONE]`.
+
+    With `tools` (and the persona's actions) the answer may call tools: `finish_reason` is
+    `tool_calls` and `tool_calls` lists them (`id`, `name`, `arguments` as JSON text).
+    Streamed, one chunk carries them whole in OpenAI's delta shape (`delta.tool_calls`, each
+    with `index`, `id`, `type`, `function`), and the last chunk repeats them as `tool_calls`.
+    The conversation then waits for their results: the next request gives `tool_results`
+    (one `{"tool_call_id", "content"}` per call), with or without a new `message`.
     """
     exchange = chat.prepare(current_principal(), args)
     if exchange.stream:

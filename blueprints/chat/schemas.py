@@ -1,8 +1,9 @@
 """Request and response schemas of the chat service (providers, models, chat); personas and
 conversations have theirs in `library_schemas`."""
 
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from blueprints.chat.openai_request import MAX_TOOLS
 from gaia_app.schemas import NOT_BLANK, JSONBoolean, JSONInteger, JSONNumber, SafeString
 
 CAPABILITIES = ("chat", "streaming", "vision", "tools", "embeddings")
@@ -58,13 +59,31 @@ class ProviderHealthSchema(Schema):
     detail = SafeString(allow_none=True)
 
 
+class ToolResultSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    tool_call_id = SafeString(required=True, validate=validate.Length(min=1, max=128),
+                              metadata={"description": "The `id` of a tool call of the conversation's last answer"})
+    # Too long (CHAT_MAX_MESSAGE_CHARS) is refused by the chat service.
+    content = SafeString(required=True, metadata={"description": "What the tool did or returned, as text (JSON is fine)"})
+
+
+class ToolCallSchema(Schema):
+    id = SafeString(metadata={"description": "Answer it with a tool result of this `tool_call_id`"})
+    name = SafeString(metadata={"description": "The function to call"})
+    arguments = SafeString(metadata={"description": "Its arguments: a JSON object, as text"})
+
+
 class ChatRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
     # Blank and too long (CHAT_MAX_MESSAGE_CHARS) are refused by the chat service.
-    message = SafeString(required=True, validate=validate.Length(min=1),
-                         metadata={"description": "The user's new message (not blank).", **NOT_BLANK})
+    message = SafeString(validate=validate.Length(min=1), metadata={
+        "description": "The user's new message (not blank). Required unless `tool_results` are given.",
+        **NOT_BLANK,
+    })
     model = SafeString(
         validate=validate.Length(min=1, max=200),
         metadata={"description": "A model id, or `provider/model`; the deployment's default if absent."},
@@ -79,6 +98,31 @@ class ChatRequestSchema(Schema):
         load_default=True,
         metadata={"description": "Allow an equivalent model on another provider when this one fails before answering."},
     )
+    # Checked as /v1 checks them (`openai_request`), once merged with the persona's actions.
+    tools = fields.List(fields.Dict(), validate=validate.Length(max=MAX_TOOLS), metadata={"description": (
+        "OpenAI function tools the model may call: `{\"type\": \"function\", \"function\": {\"name\", "
+        "\"description\", \"parameters\"}}`; the persona's actions are added after them."
+    )})
+    tool_choice = fields.Raw(metadata={"description": (
+        "`auto`, `none`, `required`, or `{\"type\": \"function\", \"function\": {\"name\"}}`"
+    )})
+    parallel_tool_calls = JSONBoolean(metadata={"description": "Whether one answer may call several tools"})
+    response_format = fields.Dict(metadata={"description": (
+        "`{\"type\": \"json_object\"}` or `{\"type\": \"json_schema\", \"json_schema\": {\"name\", "
+        "\"schema\"}}`: the answer is JSON (valid for the schema)"
+    )})
+    tool_results = fields.List(
+        fields.Nested(ToolResultSchema), validate=validate.Length(min=1, max=MAX_TOOLS),
+        metadata={"description": (
+            "The results of the tools the conversation's last answer called, one for each call "
+            "(needs `conversation_id`); `message` is then optional."
+        )},
+    )
+
+    @validates_schema
+    def message_or_results(self, data, **kwargs):
+        if "message" not in data and not data.get("tool_results"):
+            raise ValidationError("Missing data for required field.", "message")
 
 
 class TokenUsageSchema(Schema):
@@ -93,6 +137,8 @@ class ChatResponseSchema(Schema):
     model = SafeString()
     conversation_id = fields.UUID()
     persona_id = fields.UUID(allow_none=True)
-    finish_reason = SafeString(metadata={"description": "stop or length"})
+    finish_reason = SafeString(metadata={"description": "stop, length or tool_calls"})
+    tool_calls = fields.List(fields.Nested(ToolCallSchema), metadata={
+        "description": "Present when the answer calls tools: send their results back (`tool_results`)"})
     usage = fields.Nested(TokenUsageSchema)
     response_time_ms = fields.Float()

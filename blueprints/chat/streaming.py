@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from flask import Flask, current_app
 
 from blueprints.chat.routing import Target, note_failure, pause_of
-from gaia_app.providers.base import ChatRequest, ProviderError, StreamChunk, Usage
+from gaia_app.providers.base import ChatRequest, ProviderError, StreamChunk, ToolCall, Usage
 from gaia_app.providers.http import StreamScope
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,15 @@ class ChunkWriter:
 
     def content(self, text: str) -> bytes:
         return (self._head + '{"content":' + json.dumps(text) + '},"finish_reason":null}]}\n\n').encode()
+
+    def tool_calls(self, calls: tuple[ToolCall, ...]) -> bytes:
+        """Whole tool calls in one delta, in OpenAI's shape (each with its index)."""
+        delta = {"tool_calls": [
+            {"index": index, "id": call.id, "type": "function",
+             "function": {"name": call.name, "arguments": call.arguments}}
+            for index, call in enumerate(calls)
+        ]}
+        return (self._head + json.dumps(delta, separators=(",", ":")) + ',"finish_reason":null}]}\n\n').encode()
 
     def finish(self, reason: str, extra: dict | None = None) -> bytes:
         tail = "" if not extra else "," + json.dumps(extra, separators=(",", ":"))[1:-1]

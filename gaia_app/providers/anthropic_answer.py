@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from gaia_app.providers.anthropic_request import MessagesRequest
-from gaia_app.providers.base import ChatRequest, Completion, ProviderError, StreamChunk, Usage
+from gaia_app.providers.base import ChatRequest, Completion, ProviderError, StreamChunk, ToolCall, Usage
 
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
                 "tool_use": "tool_calls", "refusal": "content_filter"}
@@ -72,8 +72,10 @@ def completion(data: dict, request: ChatRequest, plan: MessagesRequest, provider
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             "usage": usage.as_dict(),
         }
+    tool_calls = tuple(ToolCall(call["id"], call["function"]["name"], call["function"]["arguments"])
+                       for call in calls)
     return Completion(text=text, model=str(data.get("model") or request.model), usage=usage,
-                      finish_reason=finish, raw=raw)
+                      finish_reason=finish, raw=raw, tool_calls=tool_calls)
 
 
 class _ChunkEvents:
@@ -103,6 +105,7 @@ class _Block:
     name: str = ""
     call_index: int = 0
     pieces: list[str] = field(default_factory=list)
+    call_id: str = ""
 
 
 class StreamAnswer:
@@ -166,7 +169,7 @@ class StreamAnswer:
         if block["name"] == self.plan.answer_tool:
             self.blocks[index] = _Block("answer", block["name"])
             return []
-        self.blocks[index] = _Block("call", block["name"], self.calls)
+        self.blocks[index] = _Block("call", block["name"], self.calls, call_id=block["id"])
         self.calls += 1
         return self._call_delta({"index": self.calls - 1, "id": block["id"], "type": "function",
                                  "function": {"name": block["name"], "arguments": ""}})
@@ -195,6 +198,7 @@ class StreamAnswer:
             return []
         whole = "".join(block.pieces)
         if not whole.strip():
+            block.pieces = ["{}"]
             return self._arguments(block, "{}")
         try:
             value = json.loads(whole)
@@ -216,4 +220,7 @@ class StreamAnswer:
             chunks.append(StreamChunk(raw=self.events.chunk({}, finish)))
             if self.request.relay_usage:
                 chunks.append(StreamChunk(raw=self.events.usage(usage)))
-        return [*chunks, StreamChunk(usage=usage, finish_reason=finish)]
+        calls = sorted((block for block in self.blocks.values() if block.kind == "call"),
+                       key=lambda block: block.call_index)
+        tool_calls = tuple(ToolCall(block.call_id, block.name, "".join(block.pieces)) for block in calls)
+        return [*chunks, StreamChunk(usage=usage, finish_reason=finish, tool_calls=tool_calls)]

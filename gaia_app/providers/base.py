@@ -85,6 +85,16 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A function the model asks the caller to run: the call's id, the function's name and its
+    arguments (JSON text, as the model wrote them)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class Completion:
     text: str
     model: str
@@ -92,17 +102,21 @@ class Completion:
     finish_reason: str = "stop"
     # With `ChatRequest.relay`: the whole answer in Chat Completions' shape, to send as it is.
     raw: dict | None = None
+    # The tools the answer calls (choice 0), in every mode.
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)
 class StreamChunk:
-    """One piece of a streamed answer; the last one carries `usage` and `finish_reason`."""
+    """One piece of a streamed answer; the last one carries `usage` and `finish_reason`, and
+    the whole tool calls of choice 0 when the answer calls tools (in every mode)."""
 
     text: str = ""
     usage: Usage | None = None
     finish_reason: str | None = None
     # With `ChatRequest.relay`: the server-sent event to send as it is (`data: {...}\n\n`).
     raw: bytes | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)

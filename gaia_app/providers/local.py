@@ -2,9 +2,9 @@
 
 Deterministic: the same conversation always gets the same answer, so demos and tests are
 repeatable. It counts tokens, streams word by word and can be given a latency
-(`LOCAL_PROVIDER_LATENCY_MS`, applied before the first token) like any remote model. Over
-`/v1` it also calls tools and answers in JSON, by rule (`local_tools`), so tool loops and
-structured output can be tried offline.
+(`LOCAL_PROVIDER_LATENCY_MS`, applied before the first token) like any remote model. It also
+calls tools and answers in JSON when a request asks for them, by rule (`local_tools`), so tool
+loops and structured output can be tried offline.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class LocalProvider:
 
     def _answer(self, request: ChatRequest, choice: int = 0) -> Reply:
         """One answer: chosen by the conversation (and `seed`, and which of `n` it is), cut at
-        the first `stop` string or the token limit. Over `/v1`, tool calls or JSON when the
+        the first `stop` string or the token limit. Tool calls or JSON when the
         request asks for them (`local_tools`)."""
         model = self._models[request.model]
         limit = min(request.max_tokens or model.max_tokens or 256, model.max_tokens or 256)
@@ -135,10 +135,9 @@ class LocalProvider:
                 words.append(word)
             if finish == "length":
                 break
-        if request.relay:
-            structured = local_tools.structured_reply(request, digest, " ".join(words), limit)
-            if structured is not None:
-                return structured
+        structured = local_tools.structured_reply(request, digest, " ".join(words), limit)
+        if structured is not None:
+            return structured
         cut = _cut_at_stop(words, request.options.get("stop"))
         return local_tools.text_reply(cut, "stop" if cut != words else finish)
 
@@ -168,7 +167,7 @@ class LocalProvider:
             }
         first = replies[0]
         return Completion(text=first.content or "", model=request.model, usage=usage,
-                          finish_reason=first.finish_reason, raw=raw)
+                          finish_reason=first.finish_reason, raw=raw, tool_calls=first.calls)
 
     def stream(self, request: ChatRequest) -> Iterator[StreamChunk]:
         replies = self._choices(request)
@@ -178,7 +177,7 @@ class LocalProvider:
         if not request.relay:
             for piece in replies[0].pieces:
                 yield StreamChunk(text=piece)
-            yield StreamChunk(usage=usage, finish_reason=replies[0].finish_reason)
+            yield StreamChunk(usage=usage, finish_reason=replies[0].finish_reason, tool_calls=replies[0].calls)
             return
         events = _ChunkEvents(request.relay_model or request.model)
         for index, reply in enumerate(replies):
@@ -190,7 +189,7 @@ class LocalProvider:
             yield StreamChunk(raw=events.chunk(index, {}, reply.finish_reason))
         if request.relay_usage:
             yield StreamChunk(raw=events.usage(usage))
-        yield StreamChunk(usage=usage, finish_reason=replies[0].finish_reason)
+        yield StreamChunk(usage=usage, finish_reason=replies[0].finish_reason, tool_calls=replies[0].calls)
 
 
 SYSTEM_FINGERPRINT = "gaia-local-1"

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gaia_app.providers.base import ChatRequest
+from gaia_app.providers.base import ChatRequest, ToolCall
 from gaia_app.providers.common import count_tokens
 from gaia_app.providers.json_values import value_for
 from gaia_app.providers.local_words import STOPWORDS, Vocabulary, content_words, name_words
@@ -36,13 +36,6 @@ from gaia_app.providers.local_words import STOPWORDS, Vocabulary, content_words,
 PIECE_CHARS = 12
 # How much of a tool's result the answer repeats.
 RESULT_WORDS = 40
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    id: str
-    name: str
-    arguments: str  # JSON text
 
 
 @dataclass(frozen=True)
@@ -136,6 +129,11 @@ def _mode(options: Mapping, legacy: bool) -> tuple[str, str | None]:
     return "named", named.get("name")
 
 
+def _forces_a_call(options: Mapping) -> bool:
+    tools, legacy = _declared(options)
+    return bool(tools) and _mode(options, legacy)[0] in ("required", "named")
+
+
 def score(tool: _Tool, message: set[str]) -> int:
     """How well a tool matches the message: shared words, those of its name counting twice."""
     named = set(name_words(tool.name)) - STOPWORDS
@@ -167,9 +165,11 @@ def _seeded(digest: bytes, what: str) -> random.Random:
 
 
 def structured_reply(request: ChatRequest, digest: bytes, text: str, limit: int) -> Reply | None:
-    """Tool calls (unless the conversation ends with tool results), else JSON when the
-    request asks for it, else None: the answer is `text`."""
-    if request.messages and request.messages[-1].role != "tool":
+    """Tool calls (unless the conversation ends with tool results and the request does not
+    force a call, as `required` or a named tool does), else JSON when the request asks for
+    it, else None: the answer is `text`."""
+    after_results = bool(request.messages) and request.messages[-1].role == "tool"
+    if not after_results or _forces_a_call(request.options):
         calls = tool_reply(request, digest)
         if calls is not None:
             return calls

@@ -18,6 +18,7 @@ from gaia_app.providers.base import (
     ProviderError,
     ProviderKind,
     StreamChunk,
+    ToolCall,
     Usage,
 )
 from gaia_app.providers.common import RemoteProvider, estimate_usage
@@ -43,6 +44,42 @@ _NOT_CHAT = (
     "text-embedding", "embedding", "whisper", "tts", "dall-e", "davinci", "babbage",
     "omni-moderation", "text-moderation", "gpt-image", "sora", "computer-use",
 )
+
+
+def _calls_of(message: dict) -> tuple[ToolCall, ...]:
+    """The tool calls of a completion's message. Raises TypeError, KeyError, ... on an
+    unknown shape."""
+    calls = []
+    for call in message.get("tool_calls") or ():
+        function = call["function"]
+        if not isinstance(call["id"], str) or not isinstance(function["name"], str):
+            raise TypeError("tool call")
+        calls.append(ToolCall(call["id"], function["name"], str(function.get("arguments") or "")))
+    return tuple(calls)
+
+
+class _StreamedCalls:
+    """The tool calls of choice 0 as their deltas come: id and name first, then the
+    arguments in pieces, each call by its index."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, list] = {}
+
+    def take(self, delta: dict) -> None:
+        """Raises TypeError, KeyError, ... on a delta in an unknown shape."""
+        for piece in delta.get("tool_calls") or ():
+            call = self._calls.setdefault(int(piece.get("index", 0)), ["", "", []])
+            function = piece.get("function") or {}
+            if piece.get("id"):
+                call[0] = str(piece["id"])
+            if function.get("name"):
+                call[1] = str(function["name"])
+            if function.get("arguments"):
+                call[2].append(str(function["arguments"]))
+
+    def calls(self) -> tuple[ToolCall, ...]:
+        return tuple(ToolCall(call_id, name, "".join(pieces))
+                     for _, (call_id, name, pieces) in sorted(self._calls.items()))
 
 
 def _text_of(content) -> str | None:
@@ -120,6 +157,7 @@ class OpenAICompatibleProvider(RemoteProvider):
             choice = data["choices"][0]
             text = _text_of(choice["message"].get("content")) or ""
             finish = choice.get("finish_reason") or "stop"
+            calls = _calls_of(choice["message"])
         except (KeyError, IndexError, TypeError, AttributeError):
             raise self._bad("a completion without a message") from None
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
@@ -131,6 +169,7 @@ class OpenAICompatibleProvider(RemoteProvider):
             usage=self._usage(usage, request, text),
             finish_reason=finish,
             raw=data if request.relay else None,
+            tool_calls=calls,
         )
 
     def _usage(self, usage: dict | None, request: ChatRequest, text: str) -> Usage:
@@ -144,6 +183,7 @@ class OpenAICompatibleProvider(RemoteProvider):
         response = self.http.request("POST", "/chat/completions", self._body(request, stream=True), stream=True)
         events = self.http.events(response)
         text_parts: list[str] = []
+        calls = _StreamedCalls()
         finish: str | None = None
         usage: dict | None = None
         done = False
@@ -170,7 +210,9 @@ class OpenAICompatibleProvider(RemoteProvider):
                 for choice in chunk.get("choices") or ():
                     try:
                         found = _text_of((choice.get("delta") or {}).get("content"))
-                    except (TypeError, AttributeError):
+                        if choice.get("index", 0) == 0:
+                            calls.take(choice.get("delta") or {})
+                    except (TypeError, AttributeError, KeyError, ValueError):
                         raise self._bad("a stream event in an unknown shape") from None
                     if found and choice.get("index", 0) == 0:
                         piece = found
@@ -189,7 +231,8 @@ class OpenAICompatibleProvider(RemoteProvider):
         if not done and finish is None:
             raise ProviderError(self.id, "interrupted", f"{self.id} ended its answer early")
         text = "".join(text_parts)
-        yield StreamChunk(usage=self._usage(usage, request, text), finish_reason=finish or "stop")
+        yield StreamChunk(usage=self._usage(usage, request, text), finish_reason=finish or "stop",
+                          tool_calls=calls.calls())
 
 
 KIND = ProviderKind(
