@@ -141,17 +141,21 @@ def test_a_chat_stream_passes_through_the_gateway_as_it_is_made(
         server.shutdown()
 
 
-def test_the_gateway_shares_one_session_and_keeps_no_cookies(
+def test_the_gateway_shares_one_pool_and_keeps_no_cookies(
     database_url, tmp_path_factory, _session_app, make
 ):
-    """One session for every request of the process (greenlets and threads alike, so its
-    connections are reused), which never stores a cookie a service sets."""
+    """One connection pool for every request of the process (greenlets and threads alike, so
+    its connections are reused); a cookie a service sets never rides along with a later
+    request."""
     from blueprints.gateway import forwarding
 
     chat = make_app(database_url, tmp_path_factory, SERVICE_NAME="chat")
     inner = chat.wsgi_app
+    cookies_seen = []
 
     def setting_a_cookie(environ, start_response):
+        cookies_seen.append(environ.get("HTTP_COOKIE"))
+
         def with_cookie(status, headers, exc_info=None):
             return start_response(status, headers + [("Set-Cookie", "session=someone-else")], exc_info)
 
@@ -161,16 +165,18 @@ def test_the_gateway_shares_one_session_and_keeps_no_cookies(
     server = make_server("127.0.0.1", 0, chat, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
+        # (The test client keeps no cookies either: any the service sees came from the gateway.)
         gateway = gateway_app(database_url, tmp_path_factory,
-                              f"http://127.0.0.1:{server.server_port}").test_client()
+                              f"http://127.0.0.1:{server.server_port}").test_client(use_cookies=False)
         headers = {"X-API-Key": make.key()}
-        response = gateway.get("/api/v0.2/models?provider=local", headers=headers)
-        assert response.status_code == 200 and "someone-else" in response.headers["Set-Cookie"]
-        assert len(forwarding._session().cookies) == 0
+        for _ in range(2):
+            response = gateway.get("/api/v0.2/models?provider=local", headers=headers, buffered=True)
+            assert response.status_code == 200 and "someone-else" in response.headers["Set-Cookie"]
+        assert cookies_seen == [None, None]
         seen = []
-        thread = threading.Thread(target=lambda: seen.append(forwarding._session()))
+        thread = threading.Thread(target=lambda: seen.append(forwarding._pool()))
         thread.start()
         thread.join()
-        assert seen == [forwarding._session()]
+        assert seen == [forwarding._pool()]
     finally:
         server.shutdown()

@@ -375,7 +375,8 @@ def test_hop_by_hop_headers_stay_on_their_hop(upstream, gateway):
     for name in ("x-client-hop", "keep-alive", "te", "upgrade", "proxy-authorization", "expect",
                  "transfer-encoding"):
         assert name not in sent["headers"], name
-    assert sent["headers"]["connection"] == "keep-alive"  # requests' own, for its pool
+    # The client's Connection header stays on its hop (HTTP/1.1 keeps the pool's alive anyway).
+    assert sent["headers"].get("connection") in (None, "keep-alive")
     assert sent["headers"]["host"] == upstream.url.removeprefix("http://")
     for name, value in (("authorization", "Bearer token"), ("x-api-key", "gaia_key"),
                         ("x-client-trace", "t-1"),
