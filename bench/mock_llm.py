@@ -8,6 +8,7 @@ is what a benchmark measures:
                                 "stream": true: chunked text/event-stream, as OpenAI sends it:
                                 a role chunk, --chunks content chunks, a finish chunk, a usage
                                 chunk when stream_options.include_usage, then `data: [DONE]`
+                                with "tools": a call of one tool instead of text (see below)
     GET  /stats                 counters (JSON): connections accepted, requests, chat requests,
                                 streams, slow requests waiting now / at most / started /
                                 finished, client disconnects; `?reset=1` zeroes them after reading
@@ -16,6 +17,14 @@ The model "slow" (--slow-model) streams the same answer, but waits --first-token
 after the headers and the role chunk before its first content chunk (non-streamed, it waits
 before answering). It is for holding many streams open at once; /stats reports how many such
 requests are waiting now and the most that waited at once.
+
+A request that declares `tools` (function tools) is answered with one tool call, as OpenAI
+answers one (unless `tool_choice` is "none"): the tool `tool_choice` names, else the first;
+its arguments a JSON object with a value of the declared type for each required property
+(an enum's first value). Non-streamed:
+`message.tool_calls`, `content: null`, `finish_reason: "tool_calls"`. Streamed: the role chunk
+carries the call's id, type and name with empty arguments, then the arguments come in
+--chunks pieces (`delta.tool_calls[0].function.arguments`), then the finish chunk.
 
 HTTP/1.1 with keep-alive; requests carry a Content-Length (chunked request bodies are refused
 with 411). Any key is accepted. One asyncio event loop on raw protocols: run it as its own
@@ -50,6 +59,48 @@ def _compact(value) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+_SAMPLE = {"string": "Paris", "number": 1.5, "integer": 1, "boolean": True, "array": [], "object": {},
+           "null": None}
+
+
+def _sample(schema) -> object:
+    """A value of the type a JSON Schema declares (an enum's first value)."""
+    if not isinstance(schema, dict):
+        return "x"
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = kind[0] if kind else None
+    if kind == "object":
+        return _arguments(schema)
+    return _SAMPLE.get(kind, "x")
+
+
+def _arguments(schema) -> dict:
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(properties, dict):
+        return {}
+    required = schema.get("required") if isinstance(schema.get("required"), list) else list(properties)
+    return {name: _sample(properties.get(name)) for name in required if name in properties}
+
+
+def tool_call_of(request: dict) -> tuple[str, str] | None:
+    """(name, arguments as JSON text) of the call to answer with, or None without tools."""
+    functions = [t.get("function") for t in request.get("tools") or ()
+                 if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    functions = [f for f in functions if isinstance(f.get("name"), str)]
+    if not functions:
+        return None
+    choice = request.get("tool_choice")
+    if choice == "none":
+        return None
+    chosen = functions[0]
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        chosen = next((f for f in functions if f["name"] == choice["function"].get("name")), chosen)
+    return chosen["name"], _compact(_arguments(chosen.get("parameters")))
+
+
 class Mock:
     def __init__(self, chunks: int, first_token_delay: float, slow_model: str) -> None:
         self.first_token_delay = first_token_delay
@@ -63,6 +114,7 @@ class Mock:
                        for i in range(chunks)]
         self.completion_tokens = len(words)
         self.counter = 0
+        self.calls = 0
         self.stats = {"connections": 0, "requests": 0, "chat": 0, "streams": 0, "slow_waiting": 0,
                       "slow_waiting_max": 0, "slow_started": 0, "slow_finished": 0,
                       "disconnects": 0}
@@ -94,7 +146,18 @@ class Mock:
             total += 4 + (len(content) // 4 if isinstance(content, str) else 0)
         return max(total, 1)
 
-    def completion(self, model: str, prompt: int) -> bytes:
+    def call_id(self) -> str:
+        self.calls += 1
+        return f"call_bench{self.calls:014d}"
+
+    def completion(self, model: str, prompt: int, call: tuple[str, str] | None = None) -> bytes:
+        message = {"role": "assistant", "content": REPLY, "refusal": None, "annotations": []}
+        completion_tokens = self.completion_tokens
+        if call is not None:
+            message["content"] = None
+            message["tool_calls"] = [{"id": self.call_id(), "type": "function",
+                                      "function": {"name": call[0], "arguments": call[1]}}]
+            completion_tokens = 8 + len(call[1]) // 4
         return _compact({
             "id": self.next_id(),
             "object": "chat.completion",
@@ -102,29 +165,44 @@ class Mock:
             "model": model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": REPLY, "refusal": None, "annotations": []},
+                "message": message,
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": "tool_calls" if call is not None else "stop",
             }],
-            "usage": self.usage(prompt, self.completion_tokens),
+            "usage": self.usage(prompt, completion_tokens),
             "service_tier": "default",
             "system_fingerprint": FINGERPRINT,
         }).encode()
 
-    def stream_events(self, model: str, prompt: int, include_usage: bool) -> tuple[bytes, bytes]:
+    def stream_events(self, model: str, prompt: int, include_usage: bool,
+                      call: tuple[str, str] | None = None) -> tuple[bytes, bytes]:
         """(role chunk, everything after it) as HTTP chunks of one SSE event each."""
         head = (f'{{"id":"{self.next_id()}","object":"chat.completion.chunk","created":{int(time.time())},'
                 f'"model":{_compact(model)},"service_tier":"default","system_fingerprint":"{FINGERPRINT}",'
                 '"choices":[{"index":0,"delta":')
         tail = ',"logprobs":null,"finish_reason":null}]' + (',"usage":null' if include_usage else "") + "}"
-        events = [head + '{"role":"assistant","content":"","refusal":null}' + tail]
-        for piece in self.pieces:
-            events.append(head + '{"content":' + _compact(piece) + "}" + tail)
-        events.append(head + '{},"logprobs":null,"finish_reason":"stop"}]'
+        completion_tokens = self.completion_tokens
+        if call is None:
+            events = [head + '{"role":"assistant","content":"","refusal":null}' + tail]
+            for piece in self.pieces:
+                events.append(head + '{"content":' + _compact(piece) + "}" + tail)
+        else:
+            # OpenAI's order: id, type and name with empty arguments, then the arguments in pieces.
+            name, arguments = call
+            events = [head + '{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":'
+                      + _compact(self.call_id()) + ',"type":"function","function":{"name":'
+                      + _compact(name) + ',"arguments":""}}],"refusal":null}' + tail]
+            per = max(1, -(-len(arguments) // len(self.pieces)))
+            for start in range(0, len(arguments), per):
+                events.append(head + '{"tool_calls":[{"index":0,"function":{"arguments":'
+                              + _compact(arguments[start:start + per]) + "}}]}" + tail)
+            completion_tokens = 8 + len(arguments) // 4
+        finish = "stop" if call is None else "tool_calls"
+        events.append(head + '{},"logprobs":null,"finish_reason":"' + finish + '"}]'
                       + (',"usage":null' if include_usage else "") + "}")
         if include_usage:
             events.append(head[: head.index('"choices":')] + '"choices":[],"usage":'
-                          + _compact(self.usage(prompt, self.completion_tokens)) + "}")
+                          + _compact(self.usage(prompt, completion_tokens)) + "}")
         events.append("[DONE]")
         chunks = []
         for event in events:
@@ -242,19 +320,20 @@ class MockProtocol(asyncio.Protocol):
                 self.finish(_error(400, "you must provide a model parameter", close), close)
                 return
             prompt = mock.prompt_tokens(request)
+            call = tool_call_of(request)
             slow = model == mock.slow_model
             if request.get("stream") is True:
                 mock.stats["streams"] += 1
                 options = request.get("stream_options")
                 include_usage = isinstance(options, dict) and options.get("include_usage") is True
-                first, rest = mock.stream_events(model, prompt, include_usage)
+                first, rest = mock.stream_events(model, prompt, include_usage, call)
                 if slow:
                     self.finish(STREAM_HEAD + first)
                     self.later(rest, close)
                 else:
                     self.finish(STREAM_HEAD + first + rest, close)
                 return
-            answer = _response(200, mock.completion(model, prompt), close=close)
+            answer = _response(200, mock.completion(model, prompt, call), close=close)
             if slow:
                 self.later(answer, close)
             else:

@@ -108,7 +108,10 @@ def check_max_tokens(max_tokens: int | None, model: ModelInfo, field_name: str =
 def complete(exchange: Exchange) -> tuple[Target, Completion]:
     """Ask the providers in turn; store and record. Raises a problem when none answers."""
     # No connection is held while a provider thinks (the /v1 persona lookup may have used one).
-    release_connection()
+    # A request that never opened a session (most of /v1) has nothing to give back: closing
+    # would only make a session to close it.
+    if db.session.registry.has():
+        release_connection()
     try:
         target, completion = routing.complete(exchange.targets, exchange.request_for)
     except ProviderError as error:
@@ -142,7 +145,10 @@ def open_stream(exchange: Exchange):
     the response should start with a keepalive comment).
     """
     # No connection is held while a provider thinks (the /v1 persona lookup may have used one).
-    release_connection()
+    # A request that never opened a session (most of /v1) has nothing to give back: closing
+    # would only make a session to close it.
+    if db.session.registry.has():
+        release_connection()
     relay = StreamRelay(exchange.targets, exchange.request_for)
     keepalive = gaia().settings.llm.stream_keepalive
     first = relay.next(keepalive)
