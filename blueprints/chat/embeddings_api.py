@@ -15,7 +15,8 @@ import time
 from flask import Response
 
 from blueprints.chat import routing
-from blueprints.chat.embeddings_request import EmbeddingsRequest, read_body, read_request
+from blueprints.chat.embeddings_request import EmbeddingsRequest, read_request
+from blueprints.chat.openai_request import read_body
 from blueprints.chat.embeddings_schemas import OpenAIEmbeddingListSchema, OpenAIEmbeddingRequestSchema
 from blueprints.chat.openai_api import PERSONA_PREFIX
 from blueprints.chat.routing import Target

@@ -10,15 +10,10 @@ dimensions, its tokens per input) are the provider's to check (`local`'s in
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-from flask import request
-from werkzeug.exceptions import UnsupportedMediaType
 
 from blueprints.chat.openai_request import invalid
-from gaia_app import json_body
-from gaia_app.errors import InvalidRequest
 from gaia_app.providers.embeddings import Input
 
 MAX_INPUTS = 2048
@@ -36,19 +31,6 @@ class EmbeddingsRequest:
     dimensions: int | None
     # Fields beyond OpenAI's, in the order sent: OpenAI-kind providers get them as they are.
     unknown_fields: tuple[str, ...]
-
-
-def read_body() -> dict:
-    """The JSON object of the request, read the one way every body is (`json_body`)."""
-    if not request.is_json:
-        raise UnsupportedMediaType("The request body must be JSON (Content-Type: application/json).")
-    try:
-        body = json_body.loads(json_body.request_body(request), openai_paths=True)
-    except json.JSONDecodeError:
-        raise InvalidRequest("We could not parse the JSON body of your request.") from None
-    if not isinstance(body, dict):
-        raise invalid("The request body must be a JSON object.")
-    return body
 
 
 def _is_token(value) -> bool:

@@ -8,17 +8,15 @@ OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with the same
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
 from flask import request
-from werkzeug.exceptions import UnsupportedMediaType
 
 from blueprints.chat import exchange as exchanges
 from blueprints.chat import personas, routing
 from blueprints.chat.exchange import Exchange
-from blueprints.chat.openai_request import check_parameters, invalid, read_messages
+from blueprints.chat.openai_request import check_parameters, invalid, read_body, read_messages
 from blueprints.chat.openai_schemas import (
     STREAM_DESCRIPTION,
     OpenAIChatCompletionRequestSchema,
@@ -27,9 +25,8 @@ from blueprints.chat.openai_schemas import (
     OpenAIModelObjectSchema,
 )
 from blueprints.chat.streaming import ChunkWriter, StreamOutcome
-from gaia_app import json_body
 from gaia_app.blueprint import Blueprint
-from gaia_app.errors import InvalidField, InvalidRequest, UnknownModel
+from gaia_app.errors import InvalidField, UnknownModel
 from gaia_app.identity import current_principal, require_auth
 from gaia_app.providers import embeddings, params
 from gaia_app.providers.base import ChatMessage
@@ -172,15 +169,7 @@ def _prepare(body: dict) -> tuple[Exchange, str, list[str]]:
 )
 def chat_completions():
     """OpenAI's Chat Completions API, streamed (`"stream": true`) or not."""
-    if not request.is_json:
-        raise UnsupportedMediaType("The request body must be JSON (Content-Type: application/json).")
-    try:
-        body = json_body.loads(json_body.request_body(request), openai_paths=True)
-    except json.JSONDecodeError:
-        raise InvalidRequest("We could not parse the JSON body of your request.") from None
-    if not isinstance(body, dict):
-        raise invalid("The request body must be a JSON object.")
-    exchange, model_name, dropped = _prepare(body)
+    exchange, model_name, dropped = _prepare(read_body())
     headers = {DROPPED_HEADER: ", ".join(dropped)} if dropped else {}
 
     def response_model(target) -> str:

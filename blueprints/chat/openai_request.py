@@ -12,6 +12,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from flask import request
+from werkzeug.exceptions import UnsupportedMediaType
+
+from gaia_app import json_body
 from gaia_app.errors import APIError, InvalidField, InvalidRequest
 from gaia_app.providers.base import ChatMessage
 from gaia_app.schemas import text_problem
@@ -28,6 +32,19 @@ AUDIO_FORMATS = frozenset({"wav", "mp3"})
 # Schemas whose metaschema check is remembered (per process), and the largest one remembered.
 SCHEMA_CACHE_SIZE = 1024
 MAX_CACHED_SCHEMA_CHARS = 64 * 1024
+
+
+def read_body() -> dict:
+    """The JSON object of the request, read the one way every body is (`json_body`)."""
+    if not request.is_json:
+        raise UnsupportedMediaType("The request body must be JSON (Content-Type: application/json).")
+    try:
+        body = json_body.loads(json_body.request_body(request), openai_paths=True)
+    except json.JSONDecodeError:
+        raise InvalidRequest("We could not parse the JSON body of your request.") from None
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.")
+    return body
 
 
 def invalid(message: str, param: str | None = None) -> APIError:
