@@ -283,3 +283,25 @@ def test_openai_s_own_models_say_what_they_take():
     assert provider.model("my-fine-tune").capabilities == ("chat", "streaming")
     declared = provider.model("gpt-4o", {"capabilities": ["chat"]})
     assert declared.capabilities == ("chat",)
+
+
+def test_images_go_only_to_a_model_not_known_to_be_blind(no_proxy, oai, tmp_path_factory):
+    """A model declared without "vision" is refused images; one whose capabilities are not
+    known gets them, and the provider decides."""
+    folder = tmp_path_factory.mktemp("vision")
+    (folder / "providers.json").write_text(json.dumps({"providers": [{
+        "id": "lab", "base_url": oai.url + "/v1", "api_key_env": "LAB_KEY", "list_models": False,
+        "models": [{"id": "gpt-4o-mini", "capabilities": ["chat", "streaming"]}]}]}))
+    app = make_app(f"sqlite:///{folder / 'x.db'}", tmp_path_factory, LAB_KEY=KEY_A,
+                   OPENAI_API_KEY=KEY_A, OPENAI_BASE_URL=oai.url + "/v1",
+                   GAIA_PROVIDERS_FILE=str(folder / "providers.json"))
+    upgrade(app)
+    client, auth = app.test_client(), {"Authorization": f"Bearer {_key(app)}"}
+    oai.reset()
+    image = [{"role": "user", "content": [{"type": "text", "text": "what is this?"},
+                                          {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]
+    error = openai_error_of(completions(client, auth, model="lab/gpt-4o-mini", messages=image), 400)
+    assert error["param"] == "messages" and "vision" in error["message"]
+    assert chat_calls(oai) == []
+    assert completions(client, auth, model="openai/gpt-4o-mini", messages=image).status_code == 200
+    assert completions(client, auth, model="lab/gpt-4o-mini").status_code == 200

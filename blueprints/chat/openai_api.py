@@ -78,6 +78,12 @@ def _drop_allowed() -> bool:
     return asked in ("1", "true", "yes") or gaia().settings.llm.drop_unsupported_params
 
 
+def _reads(model, features: set[str]) -> bool:
+    """Whether the model can read the messages' images: refused only for a model known not
+    to (one whose capabilities Gaia does not know goes through, and the provider decides)."""
+    return "image_url" not in features or not model.capabilities_known or "vision" in model.capabilities
+
+
 def _unsupported(target, used: list[str], features: set[str]) -> list[str]:
     """The parameters to drop for `target` (only when dropping is allowed); refuses the request
     when it uses what the provider cannot take. Features of the messages are never dropped."""
@@ -85,6 +91,9 @@ def _unsupported(target, used: list[str], features: set[str]) -> list[str]:
     for feature in params.refused(sorted(features), kind):
         raise invalid(f"The messages use {feature!r}, which provider '{provider}' ({kind}) does not "
                       f"support; choose another model.", "messages")
+    if not _reads(target.model, features):
+        raise invalid(f"The messages hold images, which model '{target.model.id}' does not read "
+                      "(it has no 'vision' capability); choose a model that does.", "messages")
     refused = params.refused(used, kind)
     if refused and not _drop_allowed():
         raise invalid(
@@ -140,7 +149,7 @@ def _prepare(body: dict) -> tuple[Exchange, str, list[str]]:
         kind="chat.completions",
         # Fallbacks only among providers that take the whole request.
         targets=[t for t in routing.candidates(target, True)
-                 if t is target or not params.refused(wanted, t.provider.kind)],
+                 if t is target or (not params.refused(wanted, t.provider.kind) and _reads(t.model, features))],
         messages=tuple(messages),
         max_tokens=max_tokens,
         temperature=temperature,

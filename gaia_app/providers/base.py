@@ -19,6 +19,10 @@ class ModelInfo:
     # USD per million tokens, where known.
     input_price_per_mtok: float | None = None
     output_price_per_mtok: float | None = None
+    # Whether `capabilities` is what the model is known to take (declared, or a known model):
+    # then a request needing another (images without "vision") is refused; otherwise the
+    # provider decides.
+    capabilities_known: bool = False
 
     def to_dict(self) -> dict:
         pricing = None

@@ -55,6 +55,7 @@ def model_info(provider_id: str, model_id: str, declared: Mapping | None = None,
         "output_price_per_mtok": facts[3] if facts else None,
     }
     declared = dict(declared or {})
+    capabilities_known = "capabilities" in declared
     capabilities = tuple(declared.pop("capabilities", DEFAULT_CAPABILITIES))
     fields.update({k: v for k, v in declared.items() if k in fields})
     return ModelInfo(
@@ -62,6 +63,7 @@ def model_info(provider_id: str, model_id: str, declared: Mapping | None = None,
         name=str(declared.get("name") or model_id),
         provider=provider_id,
         capabilities=capabilities,
+        capabilities_known=capabilities_known,
         **fields,
     )
 
