@@ -476,6 +476,18 @@ def test_a_tool_whose_arguments_cannot_be_made_is_not_called_on_auto(client, aut
                                                          tool_choice="required"))] == ["file_ticket"]
 
 
+def test_an_assistant_turn_of_tool_calls_may_have_an_empty_part_list(client, auth):
+    messages = [{"role": "user", "content": "What is the weather in Paris?"},
+                {"role": "assistant", "content": [], "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "18 degrees and sunny"}]
+    response = client.post("/v1/chat/completions", headers=auth, json={"model": "gaia-local", "messages": messages})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    empty_user = [{"role": "user", "content": []}]
+    assert client.post("/v1/chat/completions", headers=auth,
+                       json={"model": "gaia-local", "messages": empty_user}).status_code == 400
+
+
 def test_a_forced_call_is_made_even_after_tool_results(client, auth):
     """`required` or a named tool means a call, whatever came before (a validation loop that
     sends the error back as a tool result and asks again, as instructor does)."""

@@ -166,7 +166,8 @@ def _message_text(message: Mapping, role: str, param: str, max_chars: int, call_
         if not isinstance(call_id, str) or call_id not in call_ids:
             raise invalid(f"{param}.tool_call_id must name a tool call of an earlier assistant message.",
                           f"{param}.tool_call_id")
-    if content is None and role == "assistant" and (calls_text or message.get("function_call")):
+    if content in (None, []) and role == "assistant" and (calls_text or message.get("function_call")):
+        # (Some clients, instructor among them, send an empty part list for "no text".)
         return calls_text
     if isinstance(content, list):
         return (_parts(content, role, f"{param}.content", max_chars) + " " + calls_text).strip()
