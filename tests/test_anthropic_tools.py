@@ -17,6 +17,7 @@ from gaia_app.models import Conversation, UsageEvent
 from gaia_app.providers.base import ChatMessage, ChatRequest
 from gaia_app.state import gaia
 from tests.conftest import make_app, upgrade
+from tests.fakes.loopback import served
 from tests.fakes.llm_servers import Behaviour, FakeAnthropic, FakeOpenAI, example_of
 from tests.test_openai_compat import (  # noqa: F401 - fixtures
     auth,
@@ -58,17 +59,8 @@ class OpenGate(BaseModel):
 class RingBell(BaseModel):
     times: int
 
-
-@pytest.fixture(scope="module")
-def oai():
-    with FakeOpenAI(models=(GPT,), api_key=KEY_OAI) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def ant():
-    with FakeAnthropic(models=(CLAUDE,), api_key=KEY_ANT) as server:
-        yield server
+oai = served(FakeOpenAI, models=(GPT,), api_key=KEY_OAI)
+ant = served(FakeAnthropic, models=(CLAUDE,), api_key=KEY_ANT)
 
 
 @pytest.fixture(scope="module")

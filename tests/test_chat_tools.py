@@ -23,6 +23,7 @@ from gaia_app.providers.base import ChatMessage, ChatRequest, ProviderDeclaratio
 from gaia_app.providers.local import LocalProvider
 from gaia_app.state import gaia
 from tests.conftest import _reset, make_app, problem_of, upgrade
+from tests.fakes.loopback import served
 from tests.fakes.llm_servers import Behaviour, FakeAnthropic, FakeOpenAI
 from tests.test_openai_compat import chat_calls, no_proxy, stream_events  # noqa: F401 - fixture
 
@@ -48,17 +49,8 @@ MODELS = [("local/gaia-local", None), (f"openai/{GPT}", "oai"), (f"anthropic/{CL
 
 # -- fixtures and helpers -------------------------------------------------------------------
 
-
-@pytest.fixture(scope="module")
-def oai():
-    with FakeOpenAI(models=(GPT,), api_key=KEY_OAI) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def ant():
-    with FakeAnthropic(models=(CLAUDE,), api_key=KEY_ANT) as server:
-        yield server
+oai = served(FakeOpenAI, models=(GPT,), api_key=KEY_OAI)
+ant = served(FakeAnthropic, models=(CLAUDE,), api_key=KEY_ANT)
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from gaia_app.providers.openai_compat import OPENAI_DEFAULT_BASE_URL, OpenAIComp
 from gaia_app.state import gaia
 from tests.conftest import make_app, upgrade
 from tests.fakes.embedding_servers import FakeOpenAIEmbeddings
+from tests.fakes.loopback import served
 from tests.fakes.llm_servers import Behaviour, FakeAnthropic
 from tests.test_openai_compat import (  # noqa: F401 - fixtures
     _key,
@@ -47,24 +48,9 @@ SMALL = "text-embedding-3-small"
 NOMIC = "nomic-embed-text"
 TEXTS = ["The knight rode his horse to the castle.", "Lanterns glow along the river at night."]
 
-
-@pytest.fixture(scope="module")
-def oai():
-    with FakeOpenAIEmbeddings(api_key=KEY_A) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def ollama():
-    with FakeOpenAIEmbeddings(models=("llama3.2", NOMIC), api_key="",
-                              embedding_models={NOMIC: (768, False)}) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def ant():
-    with FakeAnthropic(models=("claude-haiku-4-5",), api_key=KEY_B) as server:
-        yield server
+oai = served(FakeOpenAIEmbeddings, api_key=KEY_A)
+ollama = served(FakeOpenAIEmbeddings, models=("llama3.2", NOMIC), api_key="", embedding_models={NOMIC: (768, False)})
+ant = served(FakeAnthropic, models=("claude-haiku-4-5",), api_key=KEY_B)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import pytest
 
 from gaia_app.state import gaia
 from tests.conftest import make_app, upgrade
+from tests.fakes.loopback import served
 from tests.fakes.llm_servers import Behaviour, FakeAnthropic, FakeOpenAI
 from tests.test_openai_compat import (  # noqa: F401 - fixtures
     KEY_A,
@@ -27,17 +28,8 @@ WEATHER = {"type": "function", "function": {
     "name": "open_gate", "description": "Open the castle gate",
     "parameters": {"type": "object", "properties": {"gate": {"type": "string"}}, "required": ["gate"]}}}
 
-
-@pytest.fixture(scope="module")
-def oai():
-    with FakeOpenAI(models=("gpt-4o-mini",), api_key=KEY_A) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def ant():
-    with FakeAnthropic(models=("claude-haiku-4-5",), api_key=KEY_B) as server:
-        yield server
+oai = served(FakeOpenAI, models=("gpt-4o-mini",), api_key=KEY_A)
+ant = served(FakeAnthropic, models=("claude-haiku-4-5",), api_key=KEY_B)
 
 
 @pytest.fixture(scope="module")

@@ -92,3 +92,17 @@ class LoopbackServer:
 
     def __exit__(self, *exc_info):
         self.stop()
+
+
+def served(fake: type, **settings):
+    """A module-scoped pytest fixture that runs `fake(**settings)` for the module's tests:
+    `oai = served(FakeOpenAI, models=("gpt-4o-mini",), api_key=KEY)` (the fixture takes the
+    name it is given)."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def fixture():
+        with fake(**settings) as server:
+            yield server
+
+    return fixture
