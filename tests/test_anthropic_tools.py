@@ -59,6 +59,7 @@ class OpenGate(BaseModel):
 class RingBell(BaseModel):
     times: int
 
+
 oai = served(FakeOpenAI, models=(GPT,), api_key=KEY_OAI)
 ant = served(FakeAnthropic, models=(CLAUDE,), api_key=KEY_ANT)
 

@@ -49,6 +49,7 @@ MODELS = [("local/gaia-local", None), (f"openai/{GPT}", "oai"), (f"anthropic/{CL
 
 # -- fixtures and helpers -------------------------------------------------------------------
 
+
 oai = served(FakeOpenAI, models=(GPT,), api_key=KEY_OAI)
 ant = served(FakeAnthropic, models=(CLAUDE,), api_key=KEY_ANT)
 

@@ -48,6 +48,7 @@ SMALL = "text-embedding-3-small"
 NOMIC = "nomic-embed-text"
 TEXTS = ["The knight rode his horse to the castle.", "Lanterns glow along the river at night."]
 
+
 oai = served(FakeOpenAIEmbeddings, api_key=KEY_A)
 ollama = served(FakeOpenAIEmbeddings, models=("llama3.2", NOMIC), api_key="", embedding_models={NOMIC: (768, False)})
 ant = served(FakeAnthropic, models=("claude-haiku-4-5",), api_key=KEY_B)

@@ -28,6 +28,7 @@ WEATHER = {"type": "function", "function": {
     "name": "open_gate", "description": "Open the castle gate",
     "parameters": {"type": "object", "properties": {"gate": {"type": "string"}}, "required": ["gate"]}}}
 
+
 oai = served(FakeOpenAI, models=("gpt-4o-mini",), api_key=KEY_A)
 ant = served(FakeAnthropic, models=("claude-haiku-4-5",), api_key=KEY_B)
 
