@@ -53,51 +53,18 @@ from bench.bench_assets import (  # noqa: E402
     QueueRedis,
     generate_body,
 )
-from bench.bench_models_auth import (  # noqa: E402
-    _PASSED_ENV,
+from bench.common import (  # noqa: E402
     DEFAULT_PG_URL,
     BenchDatabase,
     _loopback_url,
+    clean_environment,
     gaia_environment,
     git_revision,
-    log,
-    run_cli,
+    migrate_and_key,
+    release_app,
+    time_calls,
+    wsgi_caller,
 )
-
-
-def make_caller(app, method: str, path: str, headers: dict[str, str], body: bytes, expect: str):
-    """A function that runs one request through `app` like a WSGI server, checking its status."""
-    from werkzeug.test import EnvironBuilder
-
-    template = EnvironBuilder(method=method, path=path, headers=headers, data=body).get_environ()
-    template.pop("wsgi.input", None)
-    status = [""]
-
-    def start_response(line, response_headers, exc_info=None):
-        status[0] = line
-
-    def call() -> None:
-        environ = dict(template)
-        environ["wsgi.input"] = io.BytesIO(body)
-        answer = app(environ, start_response)
-        try:
-            for _ in answer:
-                pass
-        finally:
-            if hasattr(answer, "close"):
-                answer.close()
-        if not status[0].startswith(expect):
-            raise RuntimeError(f"{method} {path} answered {status[0]}")
-
-    return call
-
-
-def cpu_per_call(call, n: int) -> tuple[float, float]:
-    """(wall µs, CPU µs of the whole process) per call over n calls."""
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    for _ in range(n):
-        call()
-    return (time.perf_counter() - wall0) / n * 1e6, (time.process_time() - cpu0) / n * 1e6
 
 
 class Enqueue:
@@ -106,9 +73,10 @@ class Enqueue:
     def __init__(self, app, key: str, tables: JobTables, queue: QueueRedis, body: bytes) -> None:
         self.app, self.tables, self.queue = app, tables, queue
         auth = {"X-API-Key": key}
-        self.models = make_caller(app, "GET", MODELS_PATH, auth, b"", "200")
-        self.enqueue = make_caller(app, "POST", GENERATE_PATH,
-                                   dict(auth, **{"Content-Type": "application/json"}), body, "202")
+        self.models = wsgi_caller(app, "GET", MODELS_PATH, auth, check=False)
+        self.enqueue = wsgi_caller(app, "POST", GENERATE_PATH,
+                                   dict(auth, **{"Content-Type": "application/json"}), body,
+                                   expect="202", check=False)
 
     def empty(self) -> None:
         self.queue.purge()
@@ -134,7 +102,7 @@ class Enqueue:
         for _ in range(repeats):
             for label, call in rows:
                 self.empty()
-                wall, cpu = cpu_per_call(call, n)
+                wall, cpu = time_calls(call, n)
                 if label not in best or cpu < best[label][1]:
                     best[label] = (wall, cpu)
         self.empty()
@@ -276,23 +244,11 @@ def time_parts(bench: Enqueue, n: int) -> tuple[float, list[tuple[str, float]]]:
     labels = timer.install()
     try:
         bench.empty()
-        _, whole = cpu_per_call(bench.enqueue, n)
+        _, whole = time_calls(bench.enqueue, n)
     finally:
         timer.uninstall()
         bench.empty()
     return whole, [(label, timer.totals.get(label, 0.0) / n * 1e6) for label in labels]
-
-
-def release(app) -> None:
-    """Write pending key use now and close the pool, so nothing touches the dropped database."""
-    from gaia_app.extensions import db
-
-    try:
-        app.extensions["gaia"].last_used.flush()
-    except Exception as exc:
-        log(f"could not flush last_used_at: {exc}")
-    with app.app_context():
-        db.engine.dispose()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -321,12 +277,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def start_app(args: argparse.Namespace, database: BenchDatabase, queue: QueueRedis, workdir: Path):
     """Migrate the database, make the admin key and build Gaia's app here; (app, key)."""
     database.create()
-    base = {k: v for k, v in os.environ.items() if k in _PASSED_ENV}
-    env = gaia_environment(base, database.url, workdir / "instance", args)
+    env = gaia_environment(clean_environment(), database.url, workdir / "instance", args)
     env["LOG_LEVEL"] = "WARNING"
-    run_cli(env, "db", "upgrade")
-    out = run_cli(env, "create-admin", "--email", "bench@gaia.dev")
-    key = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("API key:"))
+    key = migrate_and_key(env)
     os.environ.clear()
     os.environ.update(env)
 
@@ -386,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         if tables is not None:
             tables.close()
         if app is not None:
-            release(app)
+            release_app(app)
         database.drop()
         if queue is not None:
             queue.close()

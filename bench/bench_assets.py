@@ -8,7 +8,7 @@ Run from the repository root with the project's virtualenv (see bench/README.md,
 What it starts: a fresh PostgreSQL database gaia_bench_<random> (migrated with `flask db
 upgrade`, an admin key from `flask create-admin`, dropped at the end), Gaia (`wsgi:app`) under
 `python -m gunicorn -c gunicorn.conf.py` from the repository root with a clean environment
-(bench_models_auth.py's `Server`): REDIS_URL set, so gunicorn.conf.py's defaults with Redis
+(common.py's `Server`): REDIS_URL set, so gunicorn.conf.py's defaults with Redis
 apply (gevent workers, 2 of them; --web-workers), RATE_LIMIT_DEFAULT raised out of the way (the
 limiter still runs), a temporary GAIA_INSTANCE_PATH (asset files in its `assets/` folder), and
 no NATS_URL (events go to the log). Redis is a private redis-server on a free port (no
@@ -53,7 +53,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -72,34 +71,37 @@ if str(ROOT) not in sys.path:
 import psycopg  # noqa: E402  (Gaia runtime dependencies)
 import redis  # noqa: E402
 
-from bench.bench_chat import PgBackends, redis_pids  # noqa: E402
-from bench.bench_models_auth import (  # noqa: E402
-    _PASSED_ENV,
+from bench.bench_chat import PgBackends  # noqa: E402
+from bench.bench_models_auth import Round, Summary, compare_summaries  # noqa: E402
+from bench.common import (  # noqa: E402
+    BENCH_RATE_LIMIT,
     DEFAULT_PG_URL,
     BenchDatabase,
     Interrupted,
-    Round,
     Server,
-    Summary,
     _children,
     _cpu_seconds,
     _loopback_url,
     _machine_jiffies,
-    _on_signal,
     background_cores,
-    compare_summaries,
+    clean_environment,
     free_port,
     gaia_environment,
     git_revision,
+    install_signal_handlers,
+    interrupted,
     log,
-    run_cli,
+    migrate_and_key,
+    redis_server_pids,
+    remove_workdir,
+    results_path,
+    write_results,
 )
 from bench.loadgen import LoadResult, percentile, run_load  # noqa: E402
 
 API = "/api/v0.2"
 MODELS_PATH = f"{API}/models"
 GENERATE_PATH = f"{API}/assets/generate"
-BENCH_RATE_LIMIT = "1000000000/minute"
 # No composition or colour word: the seed (random per job) picks one of the four compositions
 # (landscape, planet, portrait, abstract) and the palette, so the jobs are a mix.
 DEFAULT_DESCRIPTION = "a castle in the mist"
@@ -165,7 +167,7 @@ class QueueRedis:
 
     def pids(self) -> list[int]:
         """The redis-server processes whose CPU a round is charged with."""
-        return [self.process.pid] if self.process else redis_pids()
+        return [self.process.pid] if self.process else redis_server_pids()
 
     def _queues(self) -> list[bytes]:
         return [key for key in self.client.scan_iter(match="celery*")
@@ -912,12 +914,10 @@ def set_up(bench: Bench, cleanup: ExitStack) -> None:
     bench.database.create()
     cleanup.callback(bench.database.drop)
     log(f"created database {bench.database.name}")
-    base = {k: v for k, v in os.environ.items() if k in _PASSED_ENV}
+    base = clean_environment()
     base.update(HOST="127.0.0.1", WEB_CONCURRENCY=str(args.web_workers))
     bench.env = gaia_environment(base, bench.database.url, bench.workdir / "instance", args)
-    run_cli(bench.env, "db", "upgrade")
-    out = run_cli(bench.env, "create-admin", "--email", "bench@gaia.dev")
-    key = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("API key:"))
+    key = migrate_and_key(bench.env)
     log("migrated and created the admin key")
     bench.tables = JobTables(bench.database.url)
     cleanup.callback(bench.tables.close)
@@ -991,11 +991,8 @@ def print_report(bench: Bench, results: dict, header: str) -> list[dict]:
 
 def write_json(bench: Bench, results: dict, verdicts: list[dict], meta: dict) -> Path:
     args = bench.args
-    output = args.output or ROOT / "bench" / "results" / (
-        f"assets-{meta['started_at']:%Y%m%dT%H%M%SZ}.json")
-    output.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    output.write_text(json.dumps({
+    return write_results(results_path(args.output, "assets", meta["started_at"]), {
         **meta, "started_at": meta["started_at"].isoformat(), "settings": settings,
         "summary": [{"target": n, "concurrency": c, "median_rps": s.median("rps"),
                      "median_p50_ms": s.median("p50_ms"), "median_p99_ms": s.median("p99_ms"),
@@ -1006,8 +1003,7 @@ def write_json(bench: Bench, results: dict, verdicts: list[dict], meta: dict) ->
                     for (n, c), s in results["summaries"].items()],
         "verdicts": verdicts, "end_to_end": results["runs"], "profile": results["profile"],
         "rounds": [r.row() for r in results["rounds"]],
-    }, indent=2, default=str))
-    return output
+    })
 
 
 def _ints(text: str) -> list[int]:
@@ -1057,8 +1053,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None and sys.argv[1:] == ["--profile-child"]:
         return profile_child()
     args = parse_args(argv)
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _on_signal)
+    install_signal_handlers()
     meta = {"started_at": datetime.now(timezone.utc), "gaia_revision": git_revision(),
             "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
                         "python": platform.python_version()}}
@@ -1083,18 +1078,14 @@ def main(argv: list[str] | None = None) -> int:
             log(f"results written to {output}")
             exit_code = exit_status(results["summaries"], results["runs"])
         except (KeyboardInterrupt, Interrupted) as exc:
-            log(f"interrupted ({exc or 'Ctrl-C'}); cleaning up")
-            exit_code = 130
+            exit_code = interrupted(exc)
         except Exception as exc:
             log(f"failed: {exc!r}")
             if bench.server is not None and bench.server.proc is not None:
                 log(f"--- gaia log tail ---\n{bench.server.log_tail()}")
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if args.keep_logs:
-        log(f"logs kept in {workdir}")
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
+    remove_workdir(workdir, args.keep_logs)
     return exit_code
 
 

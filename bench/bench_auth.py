@@ -39,8 +39,8 @@ see BENCH_AUTH_RATE_LIMIT):
 
 Everything it starts is stopped, and every database it made is dropped, on exit, on an
 exception, on Ctrl-C / SIGTERM and after --time-limit (360 s). Only 127.0.0.1 is contacted.
-It reuses the helpers of bench_models_auth.py (databases, gunicorn, /proc accounting),
-profile_models_auth.py (in-process WSGI calls) and loadgen.py.
+It reuses the helpers of common.py (databases, gunicorn, /proc accounting, in-process WSGI
+calls), bench_models_auth.py (rounds and their summaries) and loadgen.py.
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ import platform
 import random
 import re
 import secrets
-import shutil
 import signal
 import statistics
 import subprocess
@@ -74,24 +73,28 @@ if str(ROOT) not in sys.path:
 from psycopg import sql  # noqa: E402  (a Gaia runtime dependency)
 
 from bench.auth_app import AUTH_PATH, OPEN_PATH  # noqa: E402
-from bench.bench_models_auth import (  # noqa: E402
-    _PASSED_ENV,
+from bench.bench_models_auth import MODELS_PATH, Round, Summary  # noqa: E402
+from bench.common import (  # noqa: E402
     DEFAULT_PG_URL,
-    MODELS_PATH,
     BenchDatabase,
     Interrupted,
-    Round,
     Server,
-    Summary,
     _cpu_seconds,
     _loopback_url,
     _machine_jiffies,
-    _on_signal,
     background_cores,
+    clean_environment,
+    create_admin_key,
     free_port,
     git_revision,
+    install_signal_handlers,
+    interrupted,
     log,
+    redis_server_pids,
+    remove_workdir,
+    results_path,
     run_cli,
+    write_results,
 )
 from bench.loadgen import _read_response, _timeout, percentile, run_load  # noqa: E402
 
@@ -194,20 +197,6 @@ def sign_up(port: int, label: str) -> Identity:
     made = call_json(port, "POST", f"{API}/keys", 201, headers={"Authorization": f"Bearer {token}"},
                      body={"name": f"bench-{label}"})
     return Identity(email, token, made["key"], str(made["id"]))
-
-
-def redis_server_pids() -> list[int]:
-    """Local redis-server processes (their CPU is part of what the Redis variant costs)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/comm") as handle:
-                    if handle.read().strip().startswith("redis-server"):
-                        pids.append(int(entry))
-            except OSError:
-                pass
-    return pids
 
 
 # --------------------------------------------------------------------------------------------
@@ -419,7 +408,7 @@ def inprocess_child(spec: dict) -> dict:
     import pstats
 
     from bench.auth_app import create_bench_app
-    from bench.profile_models_auth import make_caller, time_calls
+    from bench.common import time_calls, wsgi_caller
     from gaia_app.extensions import db
 
     n = spec["n"]
@@ -435,9 +424,9 @@ def inprocess_child(spec: dict) -> dict:
     for name, (app, auth, item) in apps.items():
         key_headers = {"X-API-Key": item["key"]}
         jwt_headers = {"Authorization": f"Bearer {item['jwt']}"}
-        calls += [(name, "open route", make_caller(app, OPEN_PATH, {})),
-                  (name, "auth route, API key", make_caller(app, AUTH_PATH, key_headers)),
-                  (name, "auth route, JWT", make_caller(app, AUTH_PATH, jwt_headers))]
+        calls += [(name, "open route", wsgi_caller(app, "GET", OPEN_PATH, {})),
+                  (name, "auth route, API key", wsgi_caller(app, "GET", AUTH_PATH, key_headers)),
+                  (name, "auth route, JWT", wsgi_caller(app, "GET", AUTH_PATH, jwt_headers))]
     deadline = time.monotonic() + 5
     for name, (_, auth, _) in apps.items():  # the invalidation listener connects, clears once
         while auth.settings.redis_url and not auth.bus.connected and time.monotonic() < deadline:
@@ -811,8 +800,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1 or args.duration <= 0 or not concurrencies or min(concurrencies) < 1:
         parser.error("rounds, duration and concurrency must be positive")
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
-        signal.signal(signum, _on_signal)
+    install_signal_handlers(signal.SIGALRM)
     if args.time_limit > 0:
         signal.setitimer(signal.ITIMER_REAL, args.time_limit)
 
@@ -832,7 +820,7 @@ def main(argv: list[str] | None = None) -> int:
             report["machine"] = {"cores": os.cpu_count(), "background_cores_busy": idle,
                                  "platform": platform.platform(),
                                  "python": platform.python_version()}
-            base_env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV}
+            base_env = clean_environment()
             base_env.update(HOST="127.0.0.1", GUNICORN_WORKER_CLASS="sync", GUNICORN_THREADS="1")
 
             # Databases: one migrated template, one copy per server.
@@ -900,9 +888,7 @@ def main(argv: list[str] | None = None) -> int:
                 if "redis" in by_name:
                     # A key with its own high limit: the limiter's batched path (see above).
                     g = by_name["redis"]
-                    out = run_cli(g.env, "create-admin", "--email", "bench-admin@gaia.dev")
-                    admin_key = next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                                     if line.startswith("API key:"))
+                    admin_key = create_admin_key(g.env, "bench-admin@gaia.dev")
                     high = call_json(g.server.port, "POST", f"{API}/keys", 201,
                                      headers={"X-API-Key": admin_key},
                                      body={"name": "bench-high-limit", "rate_limit": HIGH_KEY_LIMIT})
@@ -1148,10 +1134,7 @@ def main(argv: list[str] | None = None) -> int:
 
             report["problems"] = problems
             report["elapsed_s"] = time.monotonic() - t_start
-            output = args.output or ROOT / "bench" / "results" / (
-                f"auth-{started_at:%Y%m%dT%H%M%SZ}.json")
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(json.dumps(report, indent=2, default=str))
+            output = write_results(results_path(args.output, "auth", started_at), report)
             print()
             for p in problems:
                 print(f"PROBLEM: {p}")
@@ -1159,18 +1142,14 @@ def main(argv: list[str] | None = None) -> int:
             errors = sum(r["errors"] for r in report.get("cost", {}).get("summary", []))
             exit_code = 0 if errors == 0 and not problems else 2
         except (KeyboardInterrupt, Interrupted) as exc:
-            log(f"interrupted ({exc or 'Ctrl-C'}); cleaning up")
-            exit_code = 130
+            exit_code = interrupted(exc)
         except Exception as exc:
             log(f"failed: {type(exc).__name__}: {exc}")
             exit_code = 1
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if not args.keep_logs:
-        shutil.rmtree(workdir, ignore_errors=True)
-    else:
-        log(f"logs kept in {workdir}")
+    remove_workdir(workdir, args.keep_logs)
     return exit_code
 
 

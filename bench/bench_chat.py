@@ -69,7 +69,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import signal
 import statistics
 import subprocess
@@ -93,33 +92,42 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.bench_models_auth import (  # noqa: E402
-    _PASSED_ENV,
+from bench.common import (  # noqa: E402
+    BENCH_RATE_LIMIT,
+    CLK_TCK,
     DEFAULT_PG_URL,
     BenchDatabase,
     Interrupted,
+    RoundTotals,
     Server,
     _cpu_seconds,
     _loopback_url,
     _machine_jiffies,
-    _on_signal,
+    _stat_fields,
     background_cores,
+    clean_environment,
     free_port,
     git_revision,
+    install_signal_handlers,
+    interrupted,
     log,
-    run_cli,
+    log_server_tails,
+    migrate_and_key,
+    redis_server_pids,
+    remove_workdir,
+    results_path,
+    wsgi_caller,
+    write_results,
 )
 from bench.loadgen import LoadResult, percentile, run_load, run_load_async  # noqa: E402
 
 API = "/api/v0.2"
-BENCH_RATE_LIMIT = "1000000000/minute"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/5"
 MODEL = "gpt-4o-mini"
 SLOW_MODEL = "slow"
 UPSTREAM_KEY = "sk-bench"
 FLOOR_KEY = "floor-bench-key"
 QUESTION = "Say hello in five words."
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 STATS_SETTLE_S = 11.0  # see bench_auth.py: PostgreSQL 15 may publish a backend's counters 10 s late
 
 # The first SSE event with non-empty content: `"content":"` followed by anything but `"`.
@@ -229,18 +237,6 @@ class GaiaServer(Server):
         log(f"started {self.name} ({self.app} in {self.cwd}) on {self.base_url}, master pid {self.proc.pid}")
 
 
-def run_gaia_cli(env: dict[str, str], cwd: Path, *args: str) -> str:
-    """bench_models_auth.run_cli, from `cwd` (the checkout of Gaia being measured)."""
-    if cwd == ROOT:
-        return run_cli(env, *args)
-    completed = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], cwd=cwd,
-                               env=env, capture_output=True, text=True, timeout=120)
-    if completed.returncode != 0:
-        raise RuntimeError(f"flask {' '.join(args)} failed ({completed.returncode}):\n"
-                           f"{completed.stdout}\n{completed.stderr}")
-    return completed.stdout
-
-
 def rss_kib(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as handle:
@@ -266,14 +262,6 @@ def raise_fd_limit(wanted: int) -> tuple[int, int]:
     if soft != resource.RLIM_INFINITY and soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
-def _stat_fields(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return []
 
 
 class PgBackends:
@@ -318,12 +306,6 @@ class PgBackends:
         """(live backends' CPU, exited backends' + postmaster's CPU, sessions opened)."""
         live = sum(cpu - before[0].get(pid, 0.0) for pid, cpu in after[0].items())
         return live, after[1] - before[1], after[2] - before[2]
-
-
-def redis_pids() -> list[int]:
-    from bench.bench_auth import redis_server_pids  # imported here: it pulls in the app
-
-    return redis_server_pids()
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,23 +374,10 @@ class Round:
 
 
 @dataclass
-class Summary:
+class Summary(RoundTotals):
     target: Target
     concurrency: int
     rounds: list[Round] = field(default_factory=list)
-
-    def median(self, attribute: str) -> float:
-        values = [getattr(r.result, attribute) for r in self.rounds]
-        values = [v for v in values if v == v]
-        return statistics.median(values) if values else float("nan")
-
-    @property
-    def ok(self) -> int:
-        return sum(r.result.ok for r in self.rounds)
-
-    @property
-    def errors(self) -> int:
-        return sum(r.result.errors for r in self.rounds)
 
     def cpu_us(self, attribute: str) -> float:
         ok = self.ok
@@ -973,37 +942,13 @@ def profile_child() -> int:
 
     spec = json.loads(os.environ["BENCH_PROFILE_SPEC"])
     n = int(spec["requests"])
-    from werkzeug.test import EnvironBuilder
-
     import bench.floor_proxy as floor  # from this checkout (bench/ is imported from here)
 
     sys.path.insert(0, spec["gaia_root"])  # Gaia from the checkout being measured
     from wsgi import app as gaia
 
     def caller(app, path: str, headers: dict, body: bytes):
-        template = EnvironBuilder(path=path, method="POST", headers=headers, data=body,
-                                  content_type="application/json").get_environ()
-        template.pop("wsgi.input", None)
-        status = [""]
-
-        def start_response(line, response_headers, exc_info=None):
-            status[0] = line
-
-        def call() -> None:
-            environ = dict(template)
-            environ["wsgi.input"] = io.BytesIO(body)
-            out = app(environ, start_response)
-            try:
-                for _ in out:
-                    pass
-            finally:
-                if hasattr(out, "close"):
-                    out.close()
-            if not status[0].startswith("200"):
-                raise RuntimeError(f"{path} answered {status[0]}")
-
-        call()
-        return call
+        return wsgi_caller(app, "POST", path, headers, body, content_type="application/json")
 
     key = spec["key"]
     cont = _dumps({"message": QUESTION, "model": MODEL, "conversation_id": spec["conversation"]})
@@ -1179,8 +1124,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"--worker-class {args.worker_class}: the open-streams hold needs gevent; skipped")
         skip.add("hold")
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _on_signal)
+    install_signal_handlers()
 
     limits = raise_fd_limit(args.hold_streams * 4 + 4096)
     started_at = datetime.now(timezone.utc)
@@ -1218,7 +1162,7 @@ def main(argv: list[str] | None = None) -> int:
             if idle > 0.25:
                 log("WARNING: the machine is busy with other work; figures will be noisy")
 
-            base_env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV}
+            base_env = clean_environment()
             mock = MockServer("mock", "bench/mock_llm.py", dict(base_env), free_port(),
                               workdir / "mock.log")
             mock.first_token_delay = args.hold_delay
@@ -1245,10 +1189,7 @@ def main(argv: list[str] | None = None) -> int:
                 gaia_env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
             floor_env = dict(server_env, FLOOR_UPSTREAM=upstream, FLOOR_API_KEYS=FLOOR_KEY,
                              FLOOR_UPSTREAM_KEY=UPSTREAM_KEY)
-            run_gaia_cli(gaia_env, gaia_root, "db", "upgrade")
-            out = run_gaia_cli(gaia_env, gaia_root, "create-admin", "--email", "bench@gaia.dev")
-            api_key = next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                           if line.startswith("API key:"))
+            api_key = migrate_and_key(gaia_env, cwd=gaia_root)
             log("migrated and created the admin key")
             # The other checkouts: the same environment but for their own database and instance
             # folder; migrated and keyed by their own CLI.
@@ -1259,10 +1200,7 @@ def main(argv: list[str] | None = None) -> int:
                 cleanup.callback(db.drop)
                 root_envs[name] = dict(gaia_env, DATABASE_URL=db.url,
                                        GAIA_INSTANCE_PATH=str(workdir / f"instance-{name}"))
-                run_gaia_cli(root_envs[name], path, "db", "upgrade")
-                out = run_gaia_cli(root_envs[name], path, "create-admin", "--email", "bench@gaia.dev")
-                root_keys[name] = next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                                       if line.startswith("API key:"))
+                root_keys[name] = migrate_and_key(root_envs[name], cwd=path)
                 log(f"{name} ({path}, {root_revisions[name]}): database {db.name} migrated and "
                     "the admin key created with its own CLI")
 
@@ -1350,7 +1288,7 @@ def main(argv: list[str] | None = None) -> int:
                 warm(t, 8, args.warmup)
 
             pg = PgBackends(database)
-            meter = Meter(mock, pg, redis_pids() if redis_url else [],
+            meter = Meter(mock, pg, redis_server_pids() if redis_url else [],
                           {db.name: PgBackends(db) for db in root_databases.values()})
             results: dict = {}
             all_rounds: list[Round] = []
@@ -1500,27 +1438,19 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(printed))
             report["verdicts"] = verdicts
             report["finished_at"] = datetime.now(timezone.utc).isoformat()
-            output = args.output or ROOT / "bench" / "results" / f"chat-{started_at:%Y%m%dT%H%M%SZ}.json"
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(json.dumps(report, indent=2, default=str))
+            output = write_results(results_path(args.output, "chat", started_at), report)
             log(f"results written to {output} ({(datetime.now(timezone.utc) - started_at).total_seconds():.0f} s in all)")
             errors = sum(s.errors for s in results.values())
             exit_code = 0 if errors == 0 else 2
         except (KeyboardInterrupt, Interrupted) as exc:
-            log(f"interrupted ({exc or 'Ctrl-C'}); cleaning up")
-            exit_code = 130
+            exit_code = interrupted(exc)
         except Exception as exc:
             log(f"failed: {exc!r}")
-            for server in servers:
-                if server.proc is not None:
-                    log(f"--- {server.name} log tail ---\n{server.log_tail()}")
+            log_server_tails(servers)
             exit_code = 1
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if args.keep_logs:
-        log(f"logs kept in {workdir}")
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
+    remove_workdir(workdir, args.keep_logs)
     return exit_code
 
 

@@ -59,7 +59,6 @@ if __name__ == "__main__" and sys.argv[1:] == ["--profile-child"] and os.environ
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import shutil  # noqa: E402
 import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -75,20 +74,27 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.bench_models_auth import (  # noqa: E402
-    _PASSED_ENV,
+from bench.common import (  # noqa: E402
+    BENCH_RATE_LIMIT,
     DEFAULT_PG_URL,
     BenchDatabase,
     Interrupted,
+    RoundTotals,
     Server,
     _loopback_url,
     _machine_jiffies,
-    _on_signal,
     background_cores,
+    clean_environment,
     free_port,
     git_revision,
+    install_signal_handlers,
+    interrupted,
     log,
-    run_cli,
+    migrate_and_key,
+    remove_workdir,
+    results_path,
+    wsgi_caller,
+    write_results,
 )
 from bench.loadgen import LoadResult, run_load  # noqa: E402
 
@@ -96,13 +102,14 @@ MODELS_PATH = "/api/v0.2/models"
 V1_PATH = "/v1/chat/completions"
 V1_BODY = json.dumps({"model": "gaia-local", "messages": [
     {"role": "user", "content": "Say hello in five words."}]}, separators=(",", ":")).encode()
-BENCH_RATE_LIMIT = "1000000000/minute"  # never refuses; the limiter still runs
 TARGET_HOP_P50_MS = 1.5  # the issue's targets
 TARGET_RPS_RATIO = 0.5
 # A pair of rounds counts as quiet when neither had more than this many cores busy with work
 # other than the three servers and the load generator (other jobs on a shared machine).
 QUIET_CORES = 0.25
 TARGETS = ("chat", "gateway", "monolith")
+# The client address of the in-process calls of --profile.
+LOOPBACK = {"REMOTE_ADDR": "127.0.0.1"}
 PROCESSES = ("chat", "gateway", "monolith")
 # The processes whose CPU a target's requests cost.
 CHARGED = {"chat": ("chat",), "gateway": ("gateway", "chat"), "monolith": ("monolith",)}
@@ -164,24 +171,11 @@ class Round:
 
 
 @dataclass
-class Summary:
+class Summary(RoundTotals):
     target: str
     kind: str
     concurrency: int
     rounds: list[Round] = field(default_factory=list)
-
-    def median(self, attribute: str) -> float:
-        values = [getattr(r.result, attribute) for r in self.rounds]
-        values = [v for v in values if v == v]
-        return statistics.median(values) if values else float("nan")
-
-    @property
-    def ok(self) -> int:
-        return sum(r.result.ok for r in self.rounds)
-
-    @property
-    def errors(self) -> int:
-        return sum(r.result.errors for r in self.rounds)
 
     def cpu_us(self, process: str | None = None) -> float:
         """CPU per request of the charged processes (or of one of them), total over total."""
@@ -380,35 +374,6 @@ GROUPS = (("blueprints/gateway/forwarding", "gateway forwarding.py"), ("/werkzeu
           ("~", "C functions (socket I/O, str, dict...)"))
 
 
-def _wsgi_caller(app, method: str, path: str, headers: dict, body: bytes):
-    import io
-
-    from werkzeug.test import EnvironBuilder
-
-    template = EnvironBuilder(path=path, method=method, headers=headers, data=body or None,
-                              environ_overrides={"REMOTE_ADDR": "127.0.0.1"}).get_environ()
-    status = [""]
-
-    def start_response(line, response_headers, exc_info=None):
-        status[0] = line
-
-    def call() -> None:
-        environ = dict(template)
-        environ["wsgi.input"] = io.BytesIO(body)
-        out = app(environ, start_response)
-        try:
-            for _ in out:
-                pass
-        finally:
-            if hasattr(out, "close"):
-                out.close()
-        if not status[0].startswith("200"):
-            raise RuntimeError(f"{method} {path} answered {status[0]}")
-
-    call()
-    return call
-
-
 def _client_callers(spec: dict) -> dict:
     """The same GET /models from this process straight to the chat process: through a pooled
     requests.Session streaming the body as the gateway does, and through http.client alone."""
@@ -584,9 +549,11 @@ def profile_child() -> int:
 
     key = spec["key"]
     callers = {
-        "gateway_live": _wsgi_caller(app, "GET", "/health/live", {}, b""),
-        "gateway_models": _wsgi_caller(app, "GET", MODELS_PATH, {"X-API-Key": key}, b""),
-        "gateway_v1": _wsgi_caller(app, "POST", V1_PATH, KIND_TABLE["v1"].headers(key), V1_BODY),
+        "gateway_live": wsgi_caller(app, "GET", "/health/live", {}, environ_overrides=LOOPBACK),
+        "gateway_models": wsgi_caller(app, "GET", MODELS_PATH, {"X-API-Key": key},
+                                      environ_overrides=LOOPBACK),
+        "gateway_v1": wsgi_caller(app, "POST", V1_PATH, KIND_TABLE["v1"].headers(key), V1_BODY,
+                                  environ_overrides=LOOPBACK),
         **_client_callers(spec),
     }
     callers["gateway_models_no_access_line"] = _quiet_access_log(callers["gateway_models"])
@@ -650,7 +617,7 @@ def render_profile(prof: dict) -> str:
 
 def server_envs(args: argparse.Namespace, database_url: str, instance: Path) -> dict[str, dict]:
     """The three servers' environments (ports included): one clean base, one database."""
-    base = {k: v for k, v in os.environ.items() if k in _PASSED_ENV}
+    base = clean_environment()
     base.update(HOST="127.0.0.1", WEB_CONCURRENCY=str(args.workers), DATABASE_URL=database_url,
                 ENVIRONMENT="local", GAIA_INSTANCE_PATH=str(instance),
                 RATE_LIMIT_DEFAULT=args.rate_limit)
@@ -777,11 +744,8 @@ def report(args, summaries, rounds, rows, context: dict, profile: dict | None) -
     if profile and "failed" not in profile:
         print()
         print(render_profile(profile))
-    output = args.output or ROOT / "bench" / "results" / (
-        f"gateway-{context['started_at']:%Y%m%dT%H%M%SZ}.json")
-    output.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    output.write_text(json.dumps({
+    return write_results(results_path(args.output, "gateway", context["started_at"]), {
         "started_at": context["started_at"].isoformat(), "gaia_revision": context["revision"],
         "machine": {"cores": os.cpu_count(), "background_cores_busy": context["idle_load"],
                     "platform": platform.platform(), "python": platform.python_version()},
@@ -794,8 +758,7 @@ def report(args, summaries, rounds, rows, context: dict, profile: dict | None) -
                     for s in summaries.values()],
         "derived": rows, "targets": {"hop_p50_ms": TARGET_HOP_P50_MS, "rps_ratio": TARGET_RPS_RATIO},
         "profile": profile, "rounds": [r.row() for r in rounds],
-    }, indent=2))
-    return output
+    })
 
 
 def run(args: argparse.Namespace, workdir: Path, cleanup: ExitStack, context: dict) -> int:
@@ -805,10 +768,7 @@ def run(args: argparse.Namespace, workdir: Path, cleanup: ExitStack, context: di
     log(f"created database {database.name}")
     envs = server_envs(args, database.url, workdir / "instance")
     cli_env = {k: v for k, v in envs["monolith"].items() if k != "PORT"}
-    run_cli(cli_env, "db", "upgrade", cwd=args.gaia_root)
-    out = run_cli(cli_env, "create-admin", "--email", "bench@gaia.dev", cwd=args.gaia_root)
-    key = next(line.split(":", 1)[1].strip() for line in out.splitlines()
-               if line.startswith("API key:"))
+    key = migrate_and_key(cli_env, cwd=args.gaia_root)
     log("migrated and created the admin key")
     servers = start_servers(envs, args, workdir, cleanup, key)
     kinds = [KIND_TABLE[k] for k in args.kinds]
@@ -839,8 +799,7 @@ def run(args: argparse.Namespace, workdir: Path, cleanup: ExitStack, context: di
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _on_signal)
+    install_signal_handlers()
     context = {"started_at": datetime.now(timezone.utc),
                "revision": args.gaia_label or (git_revision() if args.gaia_root == ROOT
                                                else f"tree at {args.gaia_root}")}
@@ -855,8 +814,7 @@ def main(argv: list[str] | None = None) -> int:
                     "(see the 'other cores' column per round, and the quiet pairs)")
             exit_code = run(args, workdir, cleanup, context)
         except (KeyboardInterrupt, Interrupted) as exc:
-            log(f"interrupted ({exc or 'Ctrl-C'}); cleaning up")
-            exit_code = 130
+            exit_code = interrupted(exc)
         except Exception as exc:  # noqa: BLE001 - reported, then everything is cleaned up
             log(f"failed: {exc}")
             for name in PROCESSES:
@@ -867,10 +825,7 @@ def main(argv: list[str] | None = None) -> int:
             exit_code = 1
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if args.keep_logs:
-        log(f"logs kept in {workdir}")
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
+    remove_workdir(workdir, args.keep_logs)
     return exit_code
 
 

@@ -39,19 +39,12 @@ create, watch and drop the bench database).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import secrets
-import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -61,225 +54,33 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402  (a Gaia runtime dependency)
-from psycopg import sql  # noqa: E402
-
+from bench.common import (  # noqa: E402
+    BENCH_RATE_LIMIT,
+    DEFAULT_PG_URL,
+    BenchDatabase,
+    Interrupted,
+    RoundTotals,
+    Server,
+    _loopback_url,
+    _machine_jiffies,
+    background_cores,
+    clean_environment,
+    free_port,
+    gaia_environment,
+    git_revision,
+    install_signal_handlers,
+    interrupted,
+    log,
+    log_server_tails,
+    migrate_and_key,
+    remove_workdir,
+    results_path,
+    write_results,
+)
 from bench.loadgen import LoadResult, run_load  # noqa: E402
 
 MODELS_PATH = "/api/v0.2/models"
-DEFAULT_PG_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 TARGET_RATIO = 0.70
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-# The servers get a clean environment: only these are passed through from the caller's,
-# everything else is set by the runner, so a stray DATABASE_URL, REDIS_URL or GUNICORN_CMD_ARGS
-# in the shell cannot change what is measured.
-_PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "VIRTUAL_ENV")
-
-# Gaia limits each API key to RATE_LIMIT_DEFAULT (60/minute) requests; the benchmark sends
-# thousands per second with one key, so the limit is raised out of the way. The limiter still
-# runs (and is measured) on every request.
-BENCH_RATE_LIMIT = "1000000000/minute"
-
-
-def git_revision(root: Path = ROOT) -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root,
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                ".", ":!bench"], cwd=root, capture_output=True, text=True,
-                               timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (commit or "unknown") + ("+local changes" if dirty else "")
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM / SIGHUP / SIGINT. A KeyboardInterrupt, so that asyncio (the load generator)
-    lets it through instead of logging it as a failed callback."""
-
-
-def _on_signal(signum, _frame):
-    raise Interrupted(f"signal {signal.Signals(signum).name}")
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------------------------
-# PostgreSQL
-
-
-class BenchDatabase:
-    """A throw-away database, watched and dropped through the maintenance connection."""
-
-    def __init__(self, admin_url: str) -> None:
-        self.admin_url = admin_url
-        self.name = f"gaia_bench_{secrets.token_hex(4)}"
-        self._conn: psycopg.Connection | None = None
-
-    @property
-    def url(self) -> str:
-        base, _, _ = self.admin_url.rpartition("/")
-        return f"{base}/{self.name}"
-
-    def _admin(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            url = self.admin_url.replace("postgres://", "postgresql://", 1)
-            self._conn = psycopg.connect(url, autocommit=True, connect_timeout=5)
-        return self._conn
-
-    def create(self) -> None:
-        self._admin().execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
-
-    def drop(self) -> None:
-        try:
-            conn = self._admin()
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name))
-            )
-            log(f"dropped database {self.name}")
-        finally:
-            if self._conn is not None:
-                self._conn.close()
-
-    def stats(self, flush_wait: float = 11.0) -> dict[str, int]:
-        """Counters of pg_stat_database for the bench database, after backends flushed them.
-
-        Backends publish their counters when idle, at most about once a second; wait, then
-        drop this session's snapshot so the read is fresh.
-        """
-        time.sleep(flush_wait)
-        conn = self._admin()
-        conn.execute("SELECT pg_stat_clear_snapshot()")
-        row = conn.execute(
-            "SELECT xact_commit, xact_rollback, tup_returned, tup_fetched, tup_inserted,"
-            " tup_updated, tup_deleted, numbackends FROM pg_stat_database WHERE datname = %s",
-            (self.name,),
-        ).fetchone()
-        keys = ("xact_commit", "xact_rollback", "tup_returned", "tup_fetched", "tup_inserted",
-                "tup_updated", "tup_deleted", "numbackends")
-        return dict(zip(keys, (int(v) for v in row)))
-
-
-# --------------------------------------------------------------------------------------------
-# Servers
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (its threads included), in seconds."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-@dataclass
-class Server:
-    name: str
-    app: str
-    env: dict[str, str]
-    port: int
-    log_path: Path
-    proc: subprocess.Popen | None = None
-    _log_file: object = None
-    cwd: Path = ROOT  # the checkout gunicorn runs from (another one with --also-root)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self._log_file = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", self.app],
-            cwd=self.cwd,
-            env=self.env,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so stop() reaches the workers
-        )
-        where = "" if self.cwd == ROOT else f" in {self.cwd}"
-        log(f"started {self.name} ({self.app}{where}) on {self.base_url}, master pid {self.proc.pid}")
-
-    def workers(self) -> list[int]:
-        return _children(self.proc.pid) if self.proc else []
-
-    def cpu_seconds(self) -> float:
-        """CPU used so far by the master and its live workers."""
-        if not self.proc:
-            return 0.0
-        return _cpu_seconds(self.proc.pid) + sum(_cpu_seconds(p) for p in self.workers())
-
-    def wait_ready(self, path: str, headers: dict[str, str], workers: int, timeout: float = 60.0):
-        deadline = time.monotonic() + timeout
-        last_error = "no answer yet"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with status {self.proc.returncode} before it was ready; "
-                    f"see {self.log_path}:\n{self.log_tail()}"
-                )
-            try:
-                request = urllib.request.Request(self.base_url + path, headers=headers)
-                with urllib.request.urlopen(request, timeout=2) as response:
-                    if response.status == 200 and len(self.workers()) >= workers:
-                        return
-                    last_error = f"status {response.status}, {len(self.workers())} workers"
-            except OSError as exc:
-                last_error = str(exc)
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s ({last_error})")
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)  # the group this runner created
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=25)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(timeout=5)
-        log(f"stopped {self.name} (exit {self.proc.returncode})")
-        if self._log_file:
-            self._log_file.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,21 +113,13 @@ class Round:
 
 
 @dataclass
-class Summary:
+class Summary(RoundTotals):
     target: str
     concurrency: int
     rounds: list[Round] = field(default_factory=list)
 
     def median(self, attribute: str) -> float:
         return statistics.median(getattr(r.result, attribute) for r in self.rounds)
-
-    @property
-    def ok(self) -> int:
-        return sum(r.result.ok for r in self.rounds)
-
-    @property
-    def errors(self) -> int:
-        return sum(r.result.errors for r in self.rounds)
 
     @property
     def server_cpu_us_per_request(self) -> float:
@@ -339,21 +132,6 @@ class Summary:
         return sum(r.result.client_cpu_s for r in self.rounds) / ok * 1e6 if ok else float("nan")
 
 
-def _machine_jiffies() -> tuple[int, int]:
-    with open("/proc/stat") as handle:
-        values = [int(v) for v in handle.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
-
-
-def background_cores(seconds: float = 2.0) -> float:
-    """Cores kept busy by others while this runner waits (before any server starts)."""
-    busy0, total0 = _machine_jiffies()
-    time.sleep(seconds)
-    busy1, total1 = _machine_jiffies()
-    return (busy1 - busy0) / max(total1 - total0, 1) * (os.cpu_count() or 1)
-
-
 def measure(server: Server, url: str, headers: dict, concurrency: int, duration: float,
             index: int) -> Round:
     busy0, total0 = _machine_jiffies()
@@ -363,19 +141,6 @@ def measure(server: Server, url: str, headers: dict, concurrency: int, duration:
     busy1, total1 = _machine_jiffies()
     busy = (busy1 - busy0) / (total1 - total0) if total1 > total0 else float("nan")
     return Round(server.name, concurrency, index, result, cpu1 - cpu0, busy)
-
-
-def run_cli(env: dict[str, str], *args: str, cwd: Path = ROOT) -> str:
-    completed = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "wsgi", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(
-            f"flask {' '.join(args)} failed ({completed.returncode}):\n"
-            f"{completed.stdout}\n{completed.stderr}"
-        )
-    return completed.stdout
 
 
 def _fmt(value: float, digits: int = 1) -> str:
@@ -467,28 +232,6 @@ def render_rounds(rounds: list[Round]) -> str:
     return "\n".join(lines)
 
 
-def gaia_environment(base_env: dict[str, str], database_url: str, instance: Path,
-                     args: argparse.Namespace) -> dict[str, str]:
-    env = dict(base_env, DATABASE_URL=database_url, ENVIRONMENT="local",
-               GAIA_INSTANCE_PATH=str(instance), RATE_LIMIT_DEFAULT=args.rate_limit)
-    if args.redis_url:
-        env["REDIS_URL"] = args.redis_url
-    if args.auth_cache_ttl is not None:
-        env["AUTH_CACHE_TTL"] = str(args.auth_cache_ttl)
-    if args.last_used_flush_interval is not None:
-        env["LAST_USED_FLUSH_INTERVAL"] = str(args.last_used_flush_interval)
-    return env
-
-
-def _loopback_url(value: str) -> str:
-    from urllib.parse import urlsplit
-
-    host = urlsplit(value).hostname
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        raise argparse.ArgumentTypeError(f"{value!r} is not on 127.0.0.1")
-    return value
-
-
 def add_gaia_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that shape how Gaia runs; shared with profile_models_auth.py."""
     parser.add_argument("--auth-cache-ttl", type=float, default=None,
@@ -564,8 +307,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # SIGINT too: a shell that starts the runner in the background makes it ignore Ctrl-C's
     # signal otherwise, and then nothing would stop the servers on `kill -INT`.
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _on_signal)
+    install_signal_handlers()
 
     started_at = datetime.now(timezone.utc)
     revision = git_revision()
@@ -591,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                 cleanup.callback(db.drop)
                 log(f"created database {db.name} for {name}")
 
-            base_env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV}
+            base_env = clean_environment()
             base_env.update(HOST="127.0.0.1", WEB_CONCURRENCY=str(args.workers),
                             GUNICORN_WORKER_CLASS="sync", GUNICORN_THREADS="1")
             gaia_base_env = dict(base_env)
@@ -602,19 +344,13 @@ def main(argv: list[str] | None = None) -> int:
                 gaia_base_env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
             gaia_env = gaia_environment(gaia_base_env, database.url, workdir / "instance", args)
 
-            run_cli(gaia_env, "db", "upgrade")
-            out = run_cli(gaia_env, "create-admin", "--email", "bench@gaia.dev")
-            api_key = next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                           if line.startswith("API key:"))
+            api_key = migrate_and_key(gaia_env)
             log("migrated and created the admin key")
             root_envs, root_keys = {}, {}
             for name, root in roots:
                 env = gaia_environment(gaia_base_env, root_databases[name].url,
                                        workdir / f"instance-{name}", args)
-                run_cli(env, "db", "upgrade", cwd=root)
-                out = run_cli(env, "create-admin", "--email", "bench@gaia.dev", cwd=root)
-                root_keys[name] = next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                                       if line.startswith("API key:"))
+                root_keys[name] = migrate_and_key(env, cwd=root)
                 root_envs[name] = env
                 log(f"{name} ({root}): migrated and created the admin key with its own CLI")
 
@@ -749,10 +485,7 @@ def main(argv: list[str] | None = None) -> int:
             print("Per round:")
             print(render_rounds(rounds))
 
-            output = args.output or ROOT / "bench" / "results" / (
-                f"models_auth-{started_at:%Y%m%dT%H%M%SZ}.json")
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(json.dumps({
+            output = write_results(results_path(args.output, "models_auth", started_at), {
                 "started_at": started_at.isoformat(),
                 "gaia_revision": revision,
                 "gaia_app": args.gaia_app,
@@ -785,26 +518,20 @@ def main(argv: list[str] | None = None) -> int:
                              "transactions": xacts, "gaia_requests": gaia_requests,
                              "transactions_per_1000_requests": per_1000},
                 "rounds": [r.row() for r in rounds],
-            }, indent=2))
+            })
             log(f"results written to {output}")
             errors = sum(s.errors for s in summaries.values())
             exit_code = 0 if errors == 0 else 2
         except (KeyboardInterrupt, Interrupted) as exc:
-            log(f"interrupted ({exc or 'Ctrl-C'}); cleaning up")
-            exit_code = 130
+            exit_code = interrupted(exc)
         except Exception as exc:
             log(f"failed: {exc}")
-            for server in servers:
-                if server.proc is not None:
-                    log(f"--- {server.name} log tail ---\n{server.log_tail()}")
+            log_server_tails(servers)
             exit_code = 1
         finally:
             # Ignore a second Ctrl-C while the servers and the database are being cleaned up.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if not args.keep_logs:
-        shutil.rmtree(workdir, ignore_errors=True)
-    else:
-        log(f"logs kept in {workdir}")
+    remove_workdir(workdir, args.keep_logs)
     return exit_code
 
 

@@ -25,59 +25,28 @@ import pstats
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.bench_models_auth import (  # noqa: E402
-    MODELS_PATH,
-    _PASSED_ENV,
+from bench.bench_models_auth import MODELS_PATH, add_gaia_arguments  # noqa: E402
+from bench.common import (  # noqa: E402
     BenchDatabase,
-    add_gaia_arguments,
+    clean_environment,
     gaia_environment,
     git_revision,
-    log,
-    run_cli,
+    migrate_and_key,
+    release_app,
+    time_calls,
+    wsgi_caller,
 )
 
 
 def make_caller(app, path: str, headers: dict[str, str]):
-    """A function that runs one request through `app` like a WSGI server, checking for 200."""
-    from werkzeug.test import EnvironBuilder
-
-    template = EnvironBuilder(path=path, headers=headers).get_environ()
-    template.pop("wsgi.input", None)
-    status = [""]
-
-    def start_response(line, response_headers, exc_info=None):
-        status[0] = line
-
-    def call() -> None:
-        environ = dict(template)
-        environ["wsgi.input"] = io.BytesIO(b"")
-        body = app(environ, start_response)
-        try:
-            for _ in body:
-                pass
-        finally:
-            if hasattr(body, "close"):
-                body.close()
-        if status[0] != "200 OK":
-            raise RuntimeError(f"{path} answered {status[0]}")
-
-    call()
-    return call
-
-
-def time_calls(call, n: int) -> tuple[float, float]:
-    """(wall µs, CPU µs) per call over n calls."""
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    for _ in range(n):
-        call()
-    return (time.perf_counter() - wall0) / n * 1e6, (time.process_time() - cpu0) / n * 1e6
+    """A function that runs one GET of `path` through `app` like a WSGI server, checking for 200."""
+    return wsgi_caller(app, "GET", path, headers)
 
 
 def best_of(rows: list[tuple[str, object]], n: int, repeats: int = 5) -> dict[str, tuple[float, float]]:
@@ -164,18 +133,6 @@ def micro_timings(app, key: str, n: int) -> list[tuple[str, float]]:
     return out
 
 
-def release(app) -> None:
-    """Write pending key use now and close the pool, so nothing touches the dropped database."""
-    from gaia_app.extensions import db
-
-    try:
-        app.extensions["gaia"].last_used.flush()
-    except Exception as exc:
-        log(f"could not flush last_used_at: {exc}")
-    with app.app_context():
-        db.engine.dispose()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=5000, help="calls per measurement (5000)")
@@ -188,13 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     gaia_app = probe_app = None
     try:
         database.create()
-        base_env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV}
-        env = gaia_environment(base_env, database.url, workdir, args)
+        env = gaia_environment(clean_environment(), database.url, workdir, args)
         env["LOG_LEVEL"] = "WARNING"
-        run_cli(env, "db", "upgrade")
-        out = run_cli(env, "create-admin", "--email", "bench@gaia.dev")
-        key = next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                   if line.startswith("API key:"))
+        key = migrate_and_key(env)
         os.environ.clear()
         os.environ.update(env)
 
@@ -263,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for app in (gaia_app, probe_app):
             if app is not None:
-                release(app)
+                release_app(app)
         database.drop()
         shutil.rmtree(workdir, ignore_errors=True)
 
