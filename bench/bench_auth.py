@@ -131,6 +131,13 @@ class CopiedDatabase(BenchDatabase):
             sql.Identifier(self.name), sql.Identifier(self.template)))
 
 
+
+def _in_a_month() -> str:
+    """Keys made with a signed-in session state when they expire."""
+    from datetime import datetime, timedelta, timezone
+
+    return (datetime.now(timezone.utc) + timedelta(days=30)).isoformat()
+
 def call(port: int, method: str, path: str, *, headers: dict | None = None,
          body: dict | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
     """One request on a new connection to 127.0.0.1 (no proxies, no keep-alive)."""
@@ -195,7 +202,7 @@ def sign_up(port: int, label: str) -> Identity:
     token = call_json(port, "POST", f"{API}/auth/login", 200,
                       body={"email": email, "password": password})["access_token"]
     made = call_json(port, "POST", f"{API}/keys", 201, headers={"Authorization": f"Bearer {token}"},
-                     body={"name": f"bench-{label}"})
+                     body={"name": f"bench-{label}", "expires_at": _in_a_month()})
     return Identity(email, token, made["key"], str(made["id"]))
 
 
@@ -464,13 +471,13 @@ def inprocess_child(spec: dict) -> dict:
             ("authenticate, API key, cache hit", lambda: auth.authenticate(key_headers), n),
             ("authenticate, JWT, cache hit", lambda: auth.authenticate(jwt_headers), n),
             ("RateLimiter.hit, API key (default limit)",
-             lambda: auth.rate_limiter.hit("principal", principal_key.rate_limit_identity,
+             lambda: app.extensions["gaia"].rate_limiter.hit("principal", principal_key.rate_limit_identity,
                                            principal_key.rate_limit), n),
             ("RateLimiter.hit, JWT user (default limit)",
-             lambda: auth.rate_limiter.hit("principal", principal_jwt.rate_limit_identity,
+             lambda: app.extensions["gaia"].rate_limiter.hit("principal", principal_jwt.rate_limit_identity,
                                            principal_jwt.rate_limit), n),
             (f"RateLimiter.hit, a key limited to {HIGH_KEY_LIMIT}",
-             lambda: auth.rate_limiter.hit("principal", "key:bench-inprocess", HIGH_KEY_LIMIT), n),
+             lambda: app.extensions["gaia"].rate_limiter.hit("principal", "key:bench-inprocess", HIGH_KEY_LIMIT), n),
             ("authenticate, API key, cache miss (1 query)", key_miss, max(n // 10, 50)),
             ("authenticate, JWT, cache miss (verify + 1 query)", jwt_miss, max(n // 10, 50)),
         ]
@@ -628,7 +635,7 @@ def revocation_run(gaia: GaiaServer, workers: int, repetitions: int, rate: float
     results = []
     for rep in range(1, repetitions + 1):
         made = call_json(server.port, "POST", f"{API}/keys", 201, headers=ident.bearer,
-                         body={"name": f"revoke-me-{rep}"})
+                         body={"name": f"revoke-me-{rep}", "expires_at": _in_a_month()})
         prefix = f"r{rep}-"
         with Poller(server.port, made["key"], prefix, rate=rate) as poller:
             deadline = time.monotonic() + 10

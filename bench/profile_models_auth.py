@@ -117,7 +117,7 @@ def micro_timings(app, key: str, n: int) -> list[tuple[str, float]]:
     pieces = [
         ("Authenticator.authenticate (cache hit)", lambda: auth.authenticate(headers)),
         ("RateLimiter.hit (per request)",
-         lambda: auth.rate_limiter.hit("principal", principal.rate_limit_identity,
+         lambda: app.extensions["gaia"].rate_limiter.hit("principal", principal.rate_limit_identity,
                                        principal.rate_limit)),
         ("ModelQuerySchema() (what webargs made per request when given the class)",
          ModelQuerySchema),
