@@ -21,6 +21,8 @@ import time
 import uuid
 from contextvars import ContextVar
 
+from flask import g, has_app_context
+
 HEADER = "X-Request-ID"
 ENVIRON_KEY = "HTTP_X_REQUEST_ID"
 CELERY_HEADER = "gaia_request_id"
@@ -97,8 +99,6 @@ def _log_request(environ, request_id: str, status: str, seconds: float) -> None:
 def _user_id() -> str | None:
     """The authenticated user, when the request got that far (the app context is still
     active while the response starts)."""
-    from flask import g, has_app_context
-
     if not has_app_context():
         return None
     principal = g.get("principal")
