@@ -28,9 +28,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-import requests
-import urllib3
-
 from gaia_app.providers.base import LLMProvider, ModelInfo, ProviderError
 from gaia_app.providers.common import count_tokens
 
@@ -234,7 +231,9 @@ def _remote_answer(provider, call: EmbeddingCall) -> EmbeddingAnswer:
         # use), not about Gaia's credentials (a 401): the client hears the provider's words.
         raise ProviderError(error.provider, "rejected", error.message, upstream_status=403,
                             code=error.code, param=error.param or "model") from None
-    content = _read_capped(provider, response)
+    content = provider.http.read_capped(
+        response, MAX_ANSWER_BYTES, f"{provider.id} sent more than {MAX_ANSWER_BYTES} bytes of embeddings; "
+        "ask for fewer inputs or dimensions, or for base64")
     try:
         data = json.loads(content)
     except ValueError:
@@ -247,26 +246,6 @@ def _remote_answer(provider, call: EmbeddingCall) -> EmbeddingAnswer:
     except (TypeError, KeyError, ValueError):
         tokens = sum(input_tokens(item) for item in call.inputs)  # counted here, rather than nothing
     return EmbeddingAnswer(content=content, prompt_tokens=tokens)
-
-
-def _read_capped(provider, response: requests.Response) -> bytes:
-    parts, size = [], 0
-    try:
-        for block in response.iter_content(1024 * 1024):
-            size += len(block)
-            if size > MAX_ANSWER_BYTES:
-                raise ProviderError(provider.id, "bad_response",
-                                    f"{provider.id} sent more than {MAX_ANSWER_BYTES} bytes of embeddings; "
-                                    "ask for fewer inputs or dimensions, or for base64")
-            parts.append(block)
-    except requests.exceptions.RequestException as exc:
-        timeouts = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)
-        timed_out = isinstance(exc, timeouts) or any(isinstance(arg, timeouts) for arg in exc.args)
-        raise ProviderError(provider.id, "timeout" if timed_out else "unavailable",
-                            f"{provider.id} broke off its answer" + (" (timeout)" if timed_out else "")) from None
-    finally:
-        response.close()
-    return b"".join(parts)
 
 
 def _local_answer(call: EmbeddingCall) -> EmbeddingAnswer:

@@ -1,7 +1,14 @@
-"""HTTP for remote providers: one pooled session each, explicit timeouts, errors made uniform.
+"""HTTP for remote providers: one connection pool each, explicit timeouts, errors made uniform.
 
 Every failure leaves here as a `ProviderError` whose kind the chat service can act on
 (fallback, Retry-After), whatever the provider's own error format.
+
+The client is urllib3's pool itself, not requests on top of it: requests cost ~0.45 ms of
+CPU per provider call (preparing and merging settings, cookies, redirects) for nothing a
+provider call uses; bench/README.md ("Chat") has the figures. Proxy settings
+(`HTTPS_PROXY`, `NO_PROXY`, ...) are read once, when the provider is built. A provider that
+answers with a redirect is refused as a bad answer (a POST is never replayed elsewhere): its
+`base_url` should name where it lives.
 """
 
 from __future__ import annotations
@@ -12,10 +19,13 @@ import socket
 import threading
 from collections.abc import Iterator
 
-import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.exceptions import HTTPError as TransportError
+from urllib3.response import BaseHTTPResponse
+
+from gaia_app.constants import __version__
 
 from gaia_app.providers.base import ProviderError
 from gaia_app.retry_after import parse_retry_after
@@ -159,10 +169,15 @@ class _HTTPSPool(urllib3.HTTPSConnectionPool):
     ConnectionCls = _HTTPSConnection
 
 
-class _ScopedAdapter(HTTPAdapter):
-    def init_poolmanager(self, *args, **kwargs) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+def _pool_manager(base_url: str, headers: dict[str, str]) -> urllib3.PoolManager:
+    """A pool manager for one provider: direct, or through the proxy the environment names
+    for its URL. Its pools use the connections a StreamScope can cut."""
+    options = {"num_pools": 2, "maxsize": POOL_SIZE, "block": False, "retries": False, "headers": headers}
+    proxies = get_environ_proxies(base_url)
+    proxy = proxies.get(base_url.partition(":")[0].lower()) or proxies.get("all")
+    manager = urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+    manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+    return manager
 
 
 class ProviderHTTP:
@@ -176,18 +191,12 @@ class ProviderHTTP:
     ) -> None:
         self.provider_id = provider_id
         self.base_url = base_url.rstrip("/")
-        self.timeout = (connect_timeout, read_timeout)
+        self.timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         self.connect_timeout = connect_timeout
-        session = requests.Session()
-        # Proxy settings are read once here: with trust_env, requests would look them up in
-        # the environment again on every call.
-        session.trust_env = False
-        session.proxies = get_environ_proxies(self.base_url)
-        adapter = _ScopedAdapter(pool_connections=2, pool_maxsize=POOL_SIZE, max_retries=0)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        session.headers.update({"Accept-Encoding": "gzip, deflate", **headers})
-        self.session = session
+        self.read_timeout = read_timeout
+        common = {"User-Agent": f"gaia/{__version__}", "Accept-Encoding": "gzip, deflate", **headers}
+        self._json_headers = {**common, "Content-Type": "application/json"}
+        self.pool = _pool_manager(self.base_url, common)
 
     def _fail(self, kind: str, message: str, **extra) -> ProviderError:
         return ProviderError(self.provider_id, kind, message, **extra)
@@ -195,33 +204,38 @@ class ProviderHTTP:
     def request(
         self, method: str, path: str, body: dict | None = None, *, stream: bool = False,
         read_timeout: float | None = None,
-    ) -> requests.Response:
-        """Send one request; a non-2xx answer becomes a ProviderError. Streams are left open."""
-        timeout = self.timeout if read_timeout is None else (self.connect_timeout, read_timeout)
+    ) -> BaseHTTPResponse:
+        """Send one request; an answer that is not 2xx becomes a ProviderError. The body is
+        left unread (read it with `read_capped`, `read_json` or `events`)."""
+        timeout = self.timeout if read_timeout is None else urllib3.Timeout(
+            connect=self.connect_timeout, read=read_timeout)
         scope = StreamScope.current() if stream else None
         if scope is not None:
             scope.watch(True)
         try:
-            response = self._send(method, path, body, stream, timeout)
+            response = self._send(method, path, body, timeout)
         except BaseException:
             if scope is not None:
                 scope.watch(False)
             raise
-        if response.status_code < 400:
+        if response.status < 300:
             if scope is not None and scope.on_open is not None:
                 scope.on_open()
             return response
         try:
-            detail, code, param = error_details(
-                response.raw.read(64 * 1024, decode_content=True) if stream else response.content
-            )
+            detail, code, param = error_details(response.read(64 * 1024, decode_content=True))
         except Exception:
             detail = code = param = None
         finally:
             if scope is not None:
                 scope.watch(False)
             response.close()
-        status = response.status_code
+        status = response.status
+        if status < 400:
+            where = response.headers.get("Location")
+            raise self._fail("bad_response", f"{self.provider_id} answered {status} (a redirect"
+                             + (f" to {where[:200]}" if where else "") + "); its base_url should name where it lives",
+                             upstream_status=status)
         raise self._fail(
             _kind_for_status(status),
             f"{self.provider_id} answered {status}" + (f": {detail}" if detail else ""),
@@ -231,21 +245,26 @@ class ProviderHTTP:
             param=param,
         )
 
-    def _send(self, method, path, body, stream, timeout) -> requests.Response:
+    def _send(self, method, path, body, timeout) -> BaseHTTPResponse:
         try:
-            return self.session.request(
+            return self.pool.request(
                 method,
                 self.base_url + path,
-                data=None if body is None else json.dumps(body, separators=(",", ":")),
-                headers=None if body is None else {"Content-Type": "application/json"},
-                stream=stream,
+                body=None if body is None else json.dumps(body, separators=(",", ":")).encode(),
+                headers=None if body is None else self._json_headers,
+                preload_content=False,
+                redirect=False,
                 timeout=timeout,
             )
-        except requests.exceptions.ConnectTimeout:
+        except NewConnectionError as exc:  # before its base class, ConnectTimeoutError
+            raise self._fail("unavailable", f"{self.provider_id} could not be reached: {_short(exc)}") from None
+        except ConnectTimeoutError:
             raise self._fail("timeout", f"{self.provider_id} did not accept a connection in time") from None
-        except requests.exceptions.ReadTimeout:
-            raise self._fail("timeout", f"{self.provider_id} did not answer in time") from None
-        except requests.exceptions.RequestException as exc:
+        except TransportError as exc:
+            if _timed_out(exc):
+                raise self._fail("timeout", f"{self.provider_id} did not answer in time") from None
+            raise self._fail("unavailable", f"{self.provider_id} could not be reached: {_short(exc)}") from None
+        except OSError as exc:
             raise self._fail("unavailable", f"{self.provider_id} could not be reached: {_short(exc)}") from None
 
     def post_json(self, path: str, body: dict) -> dict:
@@ -253,17 +272,28 @@ class ProviderHTTP:
         return self.read_json(response)
 
     def get_json(self, path: str) -> dict:
-        response = self.request("GET", path, read_timeout=min(MODEL_LIST_READ_TIMEOUT, self.timeout[1]))
+        response = self.request("GET", path, read_timeout=min(MODEL_LIST_READ_TIMEOUT, self.read_timeout))
         return self.read_json(response)
 
-    def read_json(self, response: requests.Response) -> dict:
+    def read_capped(self, response: BaseHTTPResponse, limit: int, too_big: str) -> bytes:
+        """The whole (decoded) body, at most `limit` bytes: past that, a bad answer saying
+        `too_big`. A body read to its end gives its connection back to the pool."""
+        parts, size = [], 0
         try:
-            content = response.content
-        except requests.exceptions.RequestException as exc:
+            for block in response.stream(1024 * 1024, decode_content=True):
+                size += len(block)
+                if size > limit:
+                    raise self._fail("bad_response", too_big)
+                parts.append(block)
+        except (TransportError, OSError) as exc:
             kind = "timeout" if _timed_out(exc) else "unavailable"
             raise self._fail(kind, f"{self.provider_id} broke off its answer: {_short(exc)}") from None
-        if len(content) > MAX_BODY_BYTES:
-            raise self._fail("bad_response", f"{self.provider_id} sent an oversized answer")
+        finally:
+            response.close()
+        return b"".join(parts)
+
+    def read_json(self, response: BaseHTTPResponse) -> dict:
+        content = self.read_capped(response, MAX_BODY_BYTES, f"{self.provider_id} sent an oversized answer")
         try:
             data = json.loads(content)
         except ValueError:
@@ -272,7 +302,7 @@ class ProviderHTTP:
             raise self._fail("bad_response", f"{self.provider_id} sent an unexpected answer")
         return data
 
-    def events(self, response: requests.Response) -> Iterator[tuple[str | None, str]]:
+    def events(self, response: BaseHTTPResponse) -> Iterator[tuple[str | None, str]]:
         """Server-sent events of an open response as (event name, data), as they arrive.
 
         Reads whatever bytes the socket has (`read1`), so nothing waits for a buffer to fill.
@@ -280,7 +310,7 @@ class ProviderHTTP:
         ("interrupted" or "timeout"). A body read to its end gives its connection back to the
         pool; closing the generator before that closes the connection.
         """
-        raw = response.raw
+        raw = response
         buffer = b""
         event: str | None = None
         data: list[str] = []
@@ -328,9 +358,9 @@ class ProviderHTTP:
 
 
 def _timed_out(exc: BaseException) -> bool:
-    """Whether a failed read was a timeout: urllib3 raises ReadTimeoutError (or a socket
-    timeout), which requests wraps in a ConnectionError while reading a body."""
-    timeouts = (urllib3.exceptions.TimeoutError, socket.timeout, requests.exceptions.Timeout)
+    """Whether a failed call or read was a timeout: urllib3 raises ReadTimeoutError, or a
+    ProtocolError around the socket's timeout."""
+    timeouts = (urllib3.exceptions.TimeoutError, socket.timeout)
     return isinstance(exc, timeouts) or any(isinstance(arg, timeouts) for arg in getattr(exc, "args", ()))
 
 
