@@ -398,10 +398,43 @@ def test_the_model_list_shows_the_local_embedding_model(client, auth):
         found = client.get(f"/v1/models/{model_id}", headers=auth)
         assert found.status_code == 200 and found.get_json()["id"] == model_id
     openai_error_of(client.get("/v1/models/local/gaia-local-embed-xl", headers=auth), 404)
-    # Chat does not take it.
-    chat = client.post("/v1/chat/completions", headers=auth,
-                       json={"model": LOCAL, "messages": [{"role": "user", "content": "hi"}]})
-    openai_error_of(chat, 404)
+    # Chat does not take it, and says why.
+    for model_id in (LOCAL, f"local/{LOCAL}"):
+        chat = client.post("/v1/chat/completions", headers=auth,
+                           json={"model": model_id, "messages": [{"role": "user", "content": "hi"}]})
+        error = openai_error_of(chat, 400)
+        assert error["param"] == "model" and "embedding model" in error["message"]
+    problem = client.post("/api/v0.2/chat", headers=auth, json={"model": LOCAL, "message": "hi"})
+    assert problem.status_code == 422 and problem.get_json()["errors"][0]["field"] == "model"
+    assert "/v1/embeddings" in problem.get_json()["detail"]
+
+
+def test_gaia_s_model_list_shows_embedding_models_by_capability(client, auth):
+    def ids(query=""):
+        return [m["id"] for m in client.get("/api/v0.2/models" + query, headers=auth).get_json()["models"]]
+
+    assert LOCAL in ids() and SMALL not in ids()  # the fake is not OpenAI's own API
+    assert ids("?capability=embeddings") == [LOCAL]
+    assert LOCAL not in ids("?capability=chat") and "gaia-local" in ids("?capability=chat")
+    assert ids("?provider=local&capability=embeddings") == [LOCAL]
+    found = client.get(f"/api/v0.2/models/{LOCAL}", headers=auth)
+    assert found.status_code == 200
+    assert found.get_json()["capabilities"] == ["embeddings"] and found.get_json()["provider"] == "local"
+
+
+def test_a_declared_embedding_model_is_not_a_default_for_chat(app):
+    from blueprints.chat import routing
+    from gaia_app.providers.base import ModelInfo
+
+    with app.test_request_context():
+        local = routing.registry().get("local")
+        original = local.list_models
+        embedder = ModelInfo(id="embed-first", name="E", provider="local", capabilities=("embeddings",))
+        local.list_models = lambda: [embedder, *original()]
+        try:
+            assert routing._default_model(local).id != "embed-first"
+        finally:
+            local.list_models = original
 
 
 def test_openai_s_own_embedding_models_are_known_without_asking():

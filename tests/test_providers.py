@@ -1,6 +1,7 @@
 """Providers and models: the registry through the API, credentials required."""
 
 import pytest
+from gaia_app.providers.embeddings import LOCAL_MODEL
 from gaia_app.state import gaia
 
 from tests.conftest import make_app
@@ -110,7 +111,9 @@ def test_model_listing_is_served_from_cache_until_the_registry_changes(app, clie
     registry = gaia(app).providers
     first = client.get("/api/v0.2/models", headers=auth).get_json()
     with app.app_context():
-        fresh = ModelListSchema().dump({"models": [m.to_dict() for m in registry.models()], "total": 2})
+        # The chat models, then the embedding model of `local`.
+        listed = [m.to_dict() for m in registry.models()] + [{**LOCAL_MODEL.to_dict(), "provider": "local"}]
+        fresh = ModelListSchema().dump({"models": listed, "total": 3})
     assert first == fresh
 
     local = registry.get("local")
@@ -122,7 +125,7 @@ def test_model_listing_is_served_from_cache_until_the_registry_changes(app, clie
         registry.version += 1
         changed = client.get("/api/v0.2/models", headers=auth).get_json()
         assert changed["total"] == first["total"] + 1
-        assert changed["models"][-1]["id"] == "gaia-local-xl"
+        assert [m["id"] for m in changed["models"]][-2:] == ["gaia-local-xl", "gaia-local-embed"]
     finally:
         local.list_models = original
         registry.version += 1

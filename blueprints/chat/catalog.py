@@ -7,6 +7,7 @@ from flask import Response, json
 from blueprints.chat.routing import provider_or_404
 from blueprints.chat.routing import registry as _registry
 from gaia_app.errors import UnknownModel
+from gaia_app.providers import embeddings
 from gaia_app.state import gaia
 
 _LISTING_CACHE_SIZE = 64
@@ -52,9 +53,19 @@ def provider_health(provider_id: str) -> dict:
 
 
 def models(provider: str | None = None, capability: str | None = None) -> list[dict]:
+    """The chat models, then the embedding models each provider is known to have
+    (`gaia-local-embed`, OpenAI's), filtered by provider and capability."""
     if provider is not None:
         provider_or_404(provider)
-    return [model.to_dict() for model in _registry().models(provider=provider, capability=capability)]
+    registry = _registry()
+    found = registry.models(provider=provider, capability=capability)
+    listed = {(model.provider, model.id) for model in found}
+    for each in [registry.get(provider)] if provider is not None else registry.providers():
+        for model in embeddings.embedding_models(each):
+            if (model.provider, model.id) not in listed and (capability is None or capability in model.capabilities):
+                listed.add((model.provider, model.id))
+                found.append(model)
+    return [model.to_dict() for model in found]
 
 
 def models_listing(schema, provider: str | None = None, capability: str | None = None) -> Response:
@@ -87,6 +98,8 @@ def model(model_id: str) -> dict:
         provider_id, _, bare_id = model_id.partition("/")
         if registry.get(provider_id) is not None:
             found = registry.find_model(bare_id, provider=provider_id)
+    if found is None:
+        found = embeddings.find_embedding_model(registry, model_id)
     if found is None:
         available = [m.id for m in registry.models()]
         raise UnknownModel(

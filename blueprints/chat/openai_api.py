@@ -252,7 +252,7 @@ def get_model(model_id: str):
     if "/" in model_id:
         try:
             target = routing.resolve_target(model_id, None)
-        except UnknownModel:
+        except (UnknownModel, InvalidField):  # not a chat model; perhaps an embedding model
             target = None
         if target is not None:
             return {"id": model_id, "object": "model", "created": 0, "owned_by": target.provider.id}

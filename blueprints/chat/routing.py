@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from gaia_app.errors import (
     APIError,
+    InvalidField,
     InvalidRequest,
     NoModel,
     RateLimited,
@@ -23,7 +24,7 @@ from gaia_app.errors import (
     UpstreamFailure,
     UpstreamTimeout,
 )
-from gaia_app.providers import ProviderRegistry
+from gaia_app.providers import ProviderRegistry, embeddings
 from gaia_app.providers.base import ChatRequest, Completion, LLMProvider, ModelInfo, ProviderError
 from gaia_app.state import gaia
 
@@ -68,11 +69,21 @@ def _unknown_model(model_id: str, registry: ProviderRegistry, provider: str | No
     )
 
 
+def embedding_only(model: ModelInfo) -> bool:
+    """A model that embeds and does not chat (declared so, or one Gaia knows)."""
+    return embeddings.EMBEDDINGS in model.capabilities and "chat" not in model.capabilities
+
+
+def _not_for_chat(model: ModelInfo) -> InvalidField:
+    return InvalidField("model", f"'{model.provider}/{model.id}' is an embedding model: POST /v1/embeddings takes "
+                        "it. Chat needs a chat model (GET /api/v0.2/models?capability=chat lists them).")
+
+
 def _default_model(provider: LLMProvider) -> ModelInfo | None:
     preferred = provider.preferred_model
     found = provider.get_model(preferred) if preferred else None
     if found is None:
-        models = provider.list_models()
+        models = [model for model in provider.list_models() if not embedding_only(model)]
         found = models[0] if models else None
     return found
 
@@ -100,7 +111,12 @@ def resolve_target(model: str | None, provider: str | None) -> Target:
             provider, model = prefix, bare
             found = reg.find_model(model, provider)
     if found is None:
+        embedder = embeddings.find_embedding_model(reg, f"{provider}/{model}" if provider else model)
+        if embedder is not None:
+            raise _not_for_chat(embedder)
         raise _unknown_model(model, reg, provider)
+    if embedding_only(found):
+        raise _not_for_chat(found)
     return Target(reg.get(found.provider), found)
 
 
