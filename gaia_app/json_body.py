@@ -83,7 +83,9 @@ def request_body(request) -> bytes:
 
 def loads(data: bytes | str, *, openai_paths: bool = False):
     """Parse and check one body; see the module docstring for what is refused."""
-    if isinstance(data, bytes):
+    # Text decoded here from UTF-8 holds no lone surrogate; text given as str might.
+    decoded_here = isinstance(data, bytes)
+    if decoded_here:
         try:
             data = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -100,7 +102,12 @@ def loads(data: bytes | str, *, openai_paths: bool = False):
         raise InvalidRequest(f"The key {json.dumps(exc.key)} appears twice in one object.") from None
     except RecursionError:
         raise _too_deep() from None
-    _check(value, openai_paths)
+    if decoded_here and "\\u" not in data:
+        # JSON text has no raw control characters inside strings, so NUL and lone surrogates
+        # can only come as \u escapes: without any, only the depth is left to check.
+        _check_depth(value)
+    else:
+        _check(value, openai_paths)
     return value
 
 
@@ -123,6 +130,20 @@ def _check(value, openai_paths: bool) -> None:
                 if isinstance(key, str):
                     _check_text(key, path + (key,), openai_paths)
                 pending.append((child, path + (key,), depth + 1))
+
+
+def _check_depth(value) -> None:
+    """The depth alone (as `_check` counts it), visiting only arrays and objects."""
+    if not isinstance(value, (dict, list)):
+        return
+    pending = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise _too_deep()
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, (dict, list)):
+                pending.append((child, depth + 1))
 
 
 def _check_text(text: str, path: tuple, openai_paths: bool) -> None:

@@ -7,7 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from gaia_app import json_body
+from gaia_app.errors import APIError
 from gaia_app.json_body import MAX_DEPTH
 from tests.conftest import make_app, problem_of
 
@@ -169,3 +173,34 @@ def test_a_key_given_twice_is_an_openai_400_under_v1(client, key):
     data = '{"model": "gaia-local", "model": "gaia-local-mini", "messages": [{"role": "user", "content": "hi"}]}'
     response = client.post(COMPLETIONS, data=data, headers=key)
     assert response.status_code == 400 and "appears twice" in response.get_json()["error"]["message"]
+
+
+# -- the two walks agree -------------------------------------------------------------------
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3),
+    max_leaves=60,
+)
+
+
+def _verdict(call):
+    try:
+        call()
+    except APIError as error:
+        return type(error), str(error)
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_json_values, wrap=st.integers(0, 40))
+def test_a_body_without_escapes_is_judged_as_the_full_walk_judges_it(value, wrap):
+    """Bodies with no `\\u` escape skip the text checks; the verdict stays the full walk's."""
+    for _ in range(wrap):
+        value = [value]
+    text = json.dumps(value, ensure_ascii=False)
+    decoded = text.encode("utf-8", "surrogatepass")
+    full = _verdict(lambda: json_body._check(json.loads(text), False))
+    assert _verdict(lambda: json_body.loads(decoded)) == full
+    if "\\u" not in text and "\x00" not in text and full is None:
+        assert json_body.loads(decoded) == json.loads(text)
