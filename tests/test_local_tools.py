@@ -300,6 +300,42 @@ def test_json_mode_answers_a_json_object_streamed_or_not(client, auth):
     assert "".join(streamed) == content and len([p for p in streamed if p]) > 1
 
 
+class Npc(pydantic.BaseModel):
+    name: str
+    level: int
+
+
+ASK_NPC = "Describe a knight named Ada at level 7."
+
+
+def test_json_mode_fills_the_schema_the_prompt_carries(client, auth):
+    """JSON mode with the schema written in the system prompt (as instructor's JSON mode and
+    many hand-written prompts do): the answer is valid for that schema, not `{"answer"}`."""
+    schema = Npc.model_json_schema()
+    system = ("Answer in JSON that matches the following json_schema:\n\n"
+              f"{json.dumps(schema, indent=2)}\n\nReturn an instance of the JSON, not the schema itself.")
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": ASK_NPC}]
+    body = ask(client, auth, messages, response_format={"type": "json_object"})
+    value = json.loads(body["choices"][0]["message"]["content"])
+    assert Npc.model_validate(value) == Npc(name="Ada", level=7)
+    # A brace in the prompt that is no schema changes nothing.
+    messages[0]["content"] = "Reply in JSON, e.g. {\"answer\": \"...\"} or {broken."
+    body = ask(client, auth, messages, response_format={"type": "json_object"})
+    assert set(json.loads(body["choices"][0]["message"]["content"])) == {"answer"}
+
+
+def test_a_tool_is_chosen_by_its_parameters_names_too(client, auth):
+    """A structured-output tool named after a class (`Npc`), with no description: the message
+    names its parameters (`level`, `named`), so `auto` calls it."""
+    npc = {"type": "function", "function": {"name": "Npc", "parameters": Npc.model_json_schema()}}
+    body = ask(client, auth, [{"role": "user", "content": ASK_NPC}], tools=[npc], tool_choice="auto")
+    [call] = calls_of(body)
+    assert Npc.model_validate_json(call["function"]["arguments"]) == Npc(name="Ada", level=7)
+    # A message that names none of them still gets text.
+    body = ask(client, auth, ASK_NOTHING, tools=[npc], tool_choice="auto")
+    assert calls_of(body) == [] and body["choices"][0]["message"]["content"]
+
+
 def test_a_json_answer_is_cut_at_max_tokens_like_any_answer(client, auth):
     schema = {"type": "object", "properties": {"story": {"type": "string", "minLength": 200}}, "required": ["story"]}
     body = ask(client, auth, ASK_NOTHING, max_tokens=5,

@@ -1,8 +1,8 @@
 """Tool calls and structured answers of the `local` provider, decided without a model.
 
 Which tools it calls: each declared tool (`tools`, or the older `functions`) is scored by the
-words its name (split at `_`, `-` and capitals, each counting twice) and its description
-share with the last user message. `tool_choice` decides from there:
+words its name (split at `_`, `-` and capitals, each counting twice), its description and
+its parameters' names share with the last user message. `tool_choice` decides from there:
 
 - `none`: no call; `auto` (the default): the best-scoring tool if it scores above 0, else an
   answer in text; `required`: the best (on a tie, the first declared); a named tool: that one.
@@ -12,8 +12,9 @@ share with the last user message. `tool_choice` decides from there:
 - With `auto`, a tool whose arguments could not be made valid for its schema is not called.
 
 When the conversation ends with tool results, the answer is text that names them, so a tool
-loop ends. `response_format` `json_object` gets `{"answer": <the text answer>}`; `json_schema`
-gets a value valid for the schema. Arguments and values come from `json_values`, seeded by the
+loop ends. `response_format` `json_schema` gets a value valid for the schema; `json_object`
+gets one valid for the JSON Schema the messages carry (clients that ask for JSON mode put the
+schema in the prompt), else `{"answer": <the text answer>}`. Arguments and values come from `json_values`, seeded by the
 conversation (and `seed`, and which of `n` choices), so the same request gets the same calls,
 ids included.
 """
@@ -135,9 +136,13 @@ def _forces_a_call(options: Mapping) -> bool:
 
 
 def score(tool: _Tool, message: set[str]) -> int:
-    """How well a tool matches the message: shared words, those of its name counting twice."""
+    """How well a tool matches the message: shared words, those of its name counting twice,
+    then those of its description and of its parameters' names."""
     named = set(name_words(tool.name)) - STOPWORDS
-    described = content_words(tool.description) - named
+    properties = tool.parameters.get("properties") if isinstance(tool.parameters, Mapping) else None
+    parameters = {word for key in (properties if isinstance(properties, Mapping) else ())
+                  for word in name_words(str(key))} - STOPWORDS
+    described = (content_words(tool.description) | parameters) - named
     return 2 * len(named & message) + len(described & message)
 
 
@@ -200,7 +205,9 @@ def json_reply(request: ChatRequest, digest: bytes, text: str, limit: int) -> Re
     first `stop` string, as any answer is), else None."""
     wanted = request.options.get("response_format") or {}
     if wanted.get("type") == "json_object":
-        value: Any = {"answer": text}
+        schema = schema_in(request.messages)
+        value: Any = {"answer": text} if schema is None else \
+            value_for(schema, Vocabulary(last_user_text(request)), _seeded(digest, "json"))[0]
     elif wanted.get("type") == "json_schema":
         schema = (wanted.get("json_schema") or {}).get("schema", {})
         value, _valid = value_for(schema, Vocabulary(last_user_text(request)), _seeded(digest, "json"))
@@ -215,6 +222,33 @@ def json_reply(request: ChatRequest, digest: bytes, text: str, limit: int) -> Re
     if found:
         body, finish = body[: min(found)], "stop"
     return Reply(pieces=tuple(_pieces(body)), finish_reason=finish)
+
+
+# How much of the messages is searched for a JSON Schema, and how many starts are tried.
+SCHEMA_SEARCH_CHARS = 64 * 1024
+SCHEMA_SEARCH_STARTS = 200
+
+
+def schema_in(messages) -> dict | None:
+    """The last JSON Schema of an object written out in the messages (a JSON object with
+    `properties`), newest message first; None when there is none."""
+    decoder = json.JSONDecoder()
+    for message in reversed(messages):
+        text = message.content[:SCHEMA_SEARCH_CHARS]
+        found, start, tries = None, text.find("{"), 0
+        while start != -1 and tries < SCHEMA_SEARCH_STARTS:
+            tries += 1
+            try:
+                value, end = decoder.raw_decode(text, start)
+            except ValueError:
+                start = text.find("{", start + 1)
+                continue
+            if isinstance(value, dict) and isinstance(value.get("properties"), dict):
+                found = value
+            start = text.find("{", end)
+        if found is not None:
+            return found
+    return None
 
 
 def _first_tokens(text: str, limit: int) -> str:
