@@ -1,12 +1,15 @@
-"""Extension singletons, created without an app and bound in `create_app`, and the two
-session rules every service follows (`commits`, `release_connection`).
+"""Extension singletons, created without an app and bound in `create_app`, the two session
+rules every service follows (`commits`, `release_connection`), and the one way a service
+finds a row by the id a client gave (`parse_id`, `first_or_404`).
 
 Flask-Migrate is bound only when a migration command runs (`database.configure_migrations`)."""
 
+import uuid
+from collections.abc import Callable
 from functools import wraps
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, Select
 from sqlalchemy.orm import DeclarativeBase
 
 # Every constraint gets a predictable name, so migrations can drop and alter them on any backend.
@@ -56,3 +59,24 @@ def is_missing_schema(error) -> bool:
     if getattr(original, "sqlstate", None) == _UNDEFINED_TABLE:
         return True
     return type(original).__module__.startswith("sqlite3") and "no such table" in str(original)
+
+
+def parse_id(value: uuid.UUID | str | None) -> uuid.UUID | None:
+    """A client's id as a UUID, or None when it is not one."""
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def first_or_404(statement_for: Callable[[uuid.UUID], Select], row_id, not_found: Exception):
+    """The first row of `statement_for(id)` (a select already limited to what the caller may
+    see); `not_found` raised when there is none or the id is no UUID, so that a malformed id,
+    someone else's row and a missing one all look the same."""
+    parsed = parse_id(row_id)
+    row = db.session.execute(statement_for(parsed)).first() if parsed is not None else None
+    if row is None:
+        raise not_found
+    return row

@@ -19,7 +19,7 @@ from sqlalchemy import Select, and_, event, func, or_
 from sqlalchemy.orm import Session
 
 from gaia_app.errors import APIError, Conflict, NotFound, Unavailable
-from gaia_app.extensions import db
+from gaia_app.extensions import db, first_or_404
 from gaia_app.models import Asset, AssetJob
 from gaia_app.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from gaia_app.storage import AssetStorage, RangeNotSatisfiable, StorageError, parse_range
@@ -87,15 +87,6 @@ def install_session_hooks() -> None:
 # -- reading ----------------------------------------------------------------------------
 
 
-def parse_id(value: uuid.UUID | str | None) -> uuid.UUID | None:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
-
-
 def newest_first(query: Select, model, limit: int | None, cursor: str | None) -> tuple[list, str | None]:
     """One page of `query` over `model`, newest first, by the keyset (created_at, id); the
     cursor is `gaia_app.pagination`'s. Returns (rows, next_cursor). A query that selects
@@ -140,14 +131,8 @@ def list_assets(user_id: uuid.UUID, *, category: str | None = None, status: str 
 
 
 def get_asset(user_id: uuid.UUID, asset_id: uuid.UUID | str) -> AssetRecord:
-    parsed = parse_id(asset_id)
-    row = None
-    if parsed is not None:
-        row = db.session.execute(
-            _with_job().where(Asset.id == parsed, Asset.user_id == user_id).limit(1)
-        ).first()
-    if row is None:
-        raise NotFound(f"No asset {asset_id} among yours.")
+    row = first_or_404(lambda parsed: _with_job().where(Asset.id == parsed, Asset.user_id == user_id).limit(1),
+                       asset_id, NotFound(f"No asset {asset_id} among yours."))
     return AssetRecord(row[0], row[1])
 
 

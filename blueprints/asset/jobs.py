@@ -24,9 +24,9 @@ from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 
 from blueprints.asset import job_rows
-from blueprints.asset.assets import after_commit, newest_first, parse_id
+from blueprints.asset.assets import after_commit, newest_first
 from gaia_app.errors import Conflict, InvalidField, NotFound
-from gaia_app.extensions import db
+from gaia_app.extensions import db, first_or_404
 from gaia_app.generators.base import CATEGORY_FORMATS, GenerationRequest, OptionError
 from gaia_app.identity.principal import Principal
 from gaia_app.jobs import control
@@ -162,15 +162,8 @@ def create_job(principal: Principal, runtime: AssetRuntime, body: dict[str, Any]
 
 
 def get_job(user_id: uuid.UUID, job_id: uuid.UUID | str) -> AssetJob:
-    parsed = parse_id(job_id)
-    job = None
-    if parsed is not None:
-        job = db.session.execute(
-            db.select(AssetJob).where(AssetJob.id == parsed, AssetJob.user_id == user_id)
-        ).scalar_one_or_none()
-    if job is None:
-        raise NotFound(f"No job {job_id} among yours.")
-    return job
+    return first_or_404(lambda parsed: db.select(AssetJob).where(AssetJob.id == parsed, AssetJob.user_id == user_id),
+                        job_id, NotFound(f"No job {job_id} among yours."))[0]
 
 
 def list_jobs(user_id: uuid.UUID, *, status: str | None = None, category: str | None = None,

@@ -10,7 +10,7 @@ from sqlalchemy import and_, or_
 
 from blueprints.chat.personas import current_persona, get_visible_persona
 from gaia_app.errors import NotFound
-from gaia_app.extensions import db
+from gaia_app.extensions import db, first_or_404
 from gaia_app.models import Conversation, Message
 from gaia_app.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 
@@ -62,18 +62,9 @@ def create_conversation(
 
 
 def get_conversation(user_id: uuid.UUID, conversation_id: uuid.UUID | str) -> Conversation:
-    try:
-        parsed = conversation_id if isinstance(conversation_id, uuid.UUID) else uuid.UUID(str(conversation_id))
-    except ValueError:
-        parsed = None
-    conversation = None
-    if parsed is not None:
-        conversation = db.session.execute(
-            db.select(Conversation).where(Conversation.id == parsed, Conversation.user_id == user_id)
-        ).scalar_one_or_none()
-    if conversation is None:
-        raise NotFound(f"No conversation {conversation_id} among yours.")
-    return conversation
+    return first_or_404(
+        lambda parsed: db.select(Conversation).where(Conversation.id == parsed, Conversation.user_id == user_id),
+        conversation_id, NotFound(f"No conversation {conversation_id} among yours."))[0]
 
 
 def conversation_messages(

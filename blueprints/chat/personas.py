@@ -23,21 +23,12 @@ from sqlalchemy import case, or_
 
 from blueprints.chat.openai_request import check_parameters
 from gaia_app.errors import Conflict, Forbidden, InvalidField, NotFound, SchemaMissing
-from gaia_app.extensions import db
+from gaia_app.extensions import db, first_or_404
 from gaia_app.models import DEFAULT_PERSONA_ID, Persona, User, UserPersonaPreference, utcnow
 from gaia_app.runtime.invalidation import queue_invalidation
 
 MAX_OWN_PERSONAS = 100
 EDITABLE_FIELDS = ("name", "description", "system_prompt", "traits", "actions")
-
-
-def _parse_id(persona_id: uuid.UUID | str | None) -> uuid.UUID | None:
-    if isinstance(persona_id, uuid.UUID):
-        return persona_id
-    try:
-        return uuid.UUID(str(persona_id))
-    except ValueError:
-        return None
 
 
 # -- actions ------------------------------------------------------------------------------
@@ -124,15 +115,8 @@ def visible_personas(user_id: uuid.UUID) -> list[Persona]:
 
 
 def get_visible_persona(user_id: uuid.UUID, persona_id: uuid.UUID | str) -> Persona:
-    parsed = _parse_id(persona_id)
-    persona = None
-    if parsed is not None:
-        persona = db.session.execute(
-            db.select(Persona).where(Persona.id == parsed, _visible_to(user_id))
-        ).scalar_one_or_none()
-    if persona is None:
-        raise _not_found(persona_id)
-    return persona
+    return first_or_404(lambda parsed: db.select(Persona).where(Persona.id == parsed, _visible_to(user_id)),
+                        persona_id, _not_found(persona_id))[0]
 
 
 def find_persona_by_name(user_id: uuid.UUID, name: str) -> Persona | None:
