@@ -324,6 +324,57 @@ def test_json_mode_fills_the_schema_the_prompt_carries(client, auth):
     assert set(json.loads(body["choices"][0]["message"]["content"])) == {"answer"}
 
 
+@pytest.mark.parametrize("data", [
+    '{"id": 7, "properties": {"color": "red"}}',  # a record, not a schema
+    '{"type": "Feature", "properties": {"name": "x"}}',
+    '{"type": "object", "properties": {"a": {"type": "string", "pattern": "("}}}',
+    '{"type": "object", "properties": {"a": {"type": "integer", "minimum": "x"}}}',
+    '{"type": "object", "properties": {"a": {"$ref": 5}}}',
+    '{"type": "object", "properties": {"a": {"enum": 3}}}',
+    '{"type": "object", "properties": {"a": {"type": "number", "multipleOf": 0}}}',
+    '{"type": "object", "properties": {}, "required": 5}',
+    '{"type": "object", "properties": {"a": {"type": "string", "minLength": 5, "maxLength": 1}}, "required": ["a"]}',
+], ids=["record", "geojson", "pattern", "minimum", "ref", "enum", "multipleOf", "required", "impossible"])
+def test_json_mode_answers_plainly_when_the_prompt_s_object_is_no_usable_schema(client, auth, data):
+    """Data that merely has `properties`, a schema its metaschema refuses, or one no value can
+    satisfy: `{"answer": ...}`, never a failure."""
+    messages = [{"role": "user", "content": f"Summarise this record: {data}"}]
+    body = ask(client, auth, messages, response_format={"type": "json_object"})
+    assert set(json.loads(body["choices"][0]["message"]["content"])) == {"answer"}
+
+
+def test_the_schema_search_is_bounded_per_request_whatever_n_and_the_messages(monkeypatch):
+    """Messages made so that every `{` starts a long failed read, many of them, and many
+    choices: the reads and metaschema checks stay within one request's budget. (Asked of the
+    provider itself: through the API, the model's context window refuses such a conversation
+    first.)"""
+    from gaia_app.providers import local_tools
+
+    reads, checks = [], []
+
+    class Counting(json.JSONDecoder):
+        def raw_decode(self, s, idx=0):
+            reads.append(idx)
+            return super().raw_decode(s, idx)
+
+    def counted_problem(schema):
+        checks.append(schema)
+        return "refused here"
+
+    monkeypatch.setattr(local_tools.json, "JSONDecoder", Counting)
+    monkeypatch.setattr(local_tools, "schema_problem", counted_problem)
+    hostile = '{"a":' * 200 + '"' + "x" * 2000
+    candidates = " ".join('{"properties": {"p%d": {}}}' % i for i in range(50))
+    provider = LocalProvider(ProviderDeclaration(id="local", kind="local", name="Local"))
+    messages = tuple(ChatMessage("user", text) for text in [hostile] * 20 + [candidates])
+    completion = provider.complete(ChatRequest(model=MODEL, messages=messages, relay=True,
+                                               options={"response_format": {"type": "json_object"}, "n": 8}))
+    assert len(completion.raw["choices"]) == 8
+    assert all(set(json.loads(c["message"]["content"])) == {"answer"} for c in completion.raw["choices"])
+    assert 0 < len(reads) <= local_tools.SCHEMA_SEARCH_STARTS
+    assert 0 < len(checks) <= local_tools.SCHEMA_CANDIDATES
+
+
 def test_a_tool_is_chosen_by_its_parameters_names_too(client, auth):
     """A structured-output tool named after a class (`Npc`), with no description: the message
     names its parameters (`level`, `named`), so `auto` calls it."""

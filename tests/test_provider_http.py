@@ -4,6 +4,7 @@ errors, and connections kept for the next call."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import http.client
 import json
@@ -58,6 +59,13 @@ class _ProxyHandler(LoopbackHandler):
     def do_POST(self):  # noqa: N802
         target = urlsplit(self.path)
         self.fake.seen.append((self.command, self.path))
+        self.fake.credentials.append(self.headers.get("Proxy-Authorization"))
+        if self.fake.required and self.headers.get("Proxy-Authorization") != self.fake.required:
+            self.send_response(407)
+            self.send_header("Proxy-Authenticate", 'Basic realm="proxy"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "connection")}
         upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=5)
@@ -79,9 +87,11 @@ class _ProxyHandler(LoopbackHandler):
 class Proxy(LoopbackServer):
     handler = _ProxyHandler
 
-    def __init__(self):
+    def __init__(self, required: str | None = None):
         super().__init__()
+        self.required = required  # a Proxy-Authorization value to insist on
         self.seen: list[tuple[str, str]] = []
+        self.credentials: list[str | None] = []
 
 
 @pytest.fixture
@@ -121,6 +131,39 @@ def test_no_proxy_sends_the_call_direct(clean_proxy_env, fake):
         assert proxy.seen == []
 
 
+def test_a_proxy_s_credentials_are_sent_as_basic_auth(clean_proxy_env, fake):
+    with Proxy(required="Basic " + base64.b64encode(b"gaia:s3cr et").decode()) as proxy:
+        clean_proxy_env.setenv("HTTP_PROXY", proxy.url.replace("http://", "http://gaia:s3cr%20et@"))
+        data = transport(fake.url + "/v1").post_json("/chat/completions", BODY)
+        assert data["choices"] and proxy.credentials == [proxy.required]
+
+
+def test_a_proxy_without_a_scheme_is_taken_as_http(clean_proxy_env, fake):
+    with Proxy() as proxy:
+        clean_proxy_env.setenv("HTTP_PROXY", proxy.url.removeprefix("http://"))
+        transport(fake.url + "/v1").post_json("/chat/completions", BODY)
+        assert proxy.seen == [("POST", fake.url + "/v1/chat/completions")]
+
+
+def test_a_socks_proxy_fails_each_call_and_never_goes_around_it(clean_proxy_env, fake):
+    clean_proxy_env.setenv("HTTP_PROXY", "socks5://127.0.0.1:1080")
+    http = transport(fake.url + "/v1")  # built: start-up goes on
+    before = len(fake.requests)
+    with pytest.raises(ProviderError) as caught:
+        http.post_json("/chat/completions", BODY)
+    assert caught.value.kind == "unavailable" and "HTTP(S) proxies" in caught.value.message
+    assert len(fake.requests) == before  # not sent around the proxy
+
+
+def test_a_proxy_that_refuses_connections_is_unavailable_not_a_timeout(clean_proxy_env, fake):
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        clean_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{held.getsockname()[1]}")
+        with pytest.raises(ProviderError) as caught:
+            transport(fake.url + "/v1").post_json("/chat/completions", BODY)
+    assert caught.value.kind == "unavailable"
+
+
 def test_a_redirect_is_a_bad_answer_and_never_followed(clean_proxy_env):
     with Scripted() as elsewhere, Scripted() as server:
         server.answer = (307, [("Location", elsewhere.url + "/v1/chat/completions")], b"")
@@ -130,6 +173,48 @@ def test_a_redirect_is_a_bad_answer_and_never_followed(clean_proxy_env):
         assert error.kind == "bad_response" and error.upstream_status == 307
         assert elsewhere.url in error.message and "base_url" in error.message
         assert elsewhere.seen == []
+
+
+def test_where_a_redirect_pointed_is_shown_without_credentials_query_or_controls(clean_proxy_env):
+    with Scripted() as server:
+        server.answer = (302, [("Location", "http://user:secret@elsewhere.example:81/v2/chat?token=abc\x1b[31m")], b"")
+        with pytest.raises(ProviderError) as caught:
+            transport(server.url).post_json("/chat/completions", BODY)
+    message = caught.value.message
+    assert "http://elsewhere.example:81/v2/chat" in message
+    assert "secret" not in message and "token" not in message and "\x1b" not in message
+
+
+def test_a_body_its_content_encoding_does_not_decode_is_a_bad_answer(clean_proxy_env):
+    with Scripted() as server:
+        server.answer = (200, [("Content-Type", "application/json"), ("Content-Encoding", "gzip")], b"not gzip at all")
+        http = transport(server.url)
+        with pytest.raises(ProviderError) as caught:
+            http.post_json("/chat/completions", BODY)
+        assert caught.value.kind == "bad_response"
+        server.answer = (200, [("Content-Type", "text/event-stream"), ("Content-Encoding", "gzip")], b"not gzip")
+        response = http.request("POST", "/chat/completions", BODY, stream=True)
+        with pytest.raises(ProviderError) as caught:
+            list(http.events(response))
+        assert caught.value.kind == "bad_response"
+
+
+def test_a_compressed_stream_is_decoded_into_its_events(clean_proxy_env):
+    events = b"".join(b'data: {"n": %d}\n\n' % i for i in range(50)) + b"data: [DONE]\n\n"
+    with Scripted() as server:
+        server.answer = (200, [("Content-Type", "text/event-stream"), ("Content-Encoding", "gzip")],
+                         gzip.compress(events))
+        http = transport(server.url)
+        response = http.request("POST", "/chat/completions", BODY, stream=True)
+        assert [data for _, data in http.events(response)] == [f'{{"n": {i}}}' for i in range(50)] + ["[DONE]"]
+
+
+def test_a_header_value_http_refuses_is_unavailable_not_a_crash(clean_proxy_env):
+    with Scripted() as server:
+        http = ProviderHTTP("openai", server.url, {"Authorization": "Bearer a\r\nInjected: yes"}, 2.0, 5.0)
+        with pytest.raises(ProviderError) as caught:
+            http.post_json("/chat/completions", BODY)
+        assert caught.value.kind == "unavailable" and server.seen == []
 
 
 def test_a_compressed_answer_is_decoded(clean_proxy_env):

@@ -18,6 +18,7 @@ from werkzeug.exceptions import UnsupportedMediaType
 from gaia_app import json_body
 from gaia_app.errors import APIError, InvalidField, InvalidRequest
 from gaia_app.providers.base import ChatMessage
+from gaia_app.providers.json_values import schema_problem
 from gaia_app.schemas import text_problem
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
@@ -179,22 +180,12 @@ def _message_text(message: Mapping, role: str, param: str, max_chars: int, call_
 # -- tools and output formats --------------------------------------------------------------
 
 
-def _schema_error(value: Any) -> str | None:
-    from jsonschema import exceptions, validators
-
-    try:
-        validators.validator_for(value, default=validators.Draft202012Validator).check_schema(value)
-    except exceptions.SchemaError as error:
-        return error.message
-    return None
-
-
 @functools.lru_cache(maxsize=SCHEMA_CACHE_SIZE)
 def _schema_is_valid(text: str) -> bool:
     """Whether the JSON Schema written as `text` (canonical JSON) passes its metaschema.
     Cached: a client sends the same tools with every request, and a metaschema check costs
     milliseconds where reading the rest of the body costs microseconds."""
-    return _schema_error(json.loads(text)) is None
+    return schema_problem(json.loads(text)) is None
 
 
 def _schema(value: Any, param: str) -> None:
@@ -212,7 +203,7 @@ def _schema(value: Any, param: str) -> None:
         text = None
     if text is not None and len(text) <= MAX_CACHED_SCHEMA_CHARS and _schema_is_valid(text):
         return
-    problem = _schema_error(value)
+    problem = schema_problem(value)
     if problem is not None:
         raise invalid(f"{param} is not a valid JSON Schema: {problem}", param)
 

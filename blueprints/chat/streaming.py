@@ -20,7 +20,7 @@ from flask import Flask, current_app
 
 from blueprints.chat.routing import Target, note_failure, pause_of
 from gaia_app.providers.base import ChatRequest, ProviderError, StreamChunk, ToolCall, Usage
-from gaia_app.providers.http import StreamScope
+from gaia_app.providers.pools import StreamScope
 
 log = logging.getLogger(__name__)
 

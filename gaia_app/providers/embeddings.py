@@ -223,7 +223,7 @@ def create(provider: LLMProvider, call: EmbeddingCall) -> EmbeddingAnswer:
 
 def _remote_answer(provider, call: EmbeddingCall) -> EmbeddingAnswer:
     try:
-        response = provider.http.request("POST", "/embeddings", call.body, stream=True)
+        response = provider.http.request("POST", "/embeddings", call.body)
     except ProviderError as error:
         if error.upstream_status != 403:
             raise

@@ -5,10 +5,10 @@ Every failure leaves here as a `ProviderError` whose kind the chat service can a
 
 The client is urllib3's pool itself, not requests on top of it: requests cost ~0.45 ms of
 CPU per provider call (preparing and merging settings, cookies, redirects) for nothing a
-provider call uses; bench/README.md ("Chat") has the figures. Proxy settings
-(`HTTPS_PROXY`, `NO_PROXY`, ...) are read once, when the provider is built. A provider that
-answers with a redirect is refused as a bad answer (a POST is never replayed elsewhere): its
-`base_url` should name where it lives.
+provider call uses; bench/README.md ("Chat") has the figures. The pools, proxies and
+certificates are `pools`' part. A provider that answers with a redirect is refused as a bad
+answer (a POST is never replayed elsewhere; the error shows where it pointed, without
+credentials or query): its `base_url` should name where it lives.
 """
 
 from __future__ import annotations
@@ -16,24 +16,21 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import urllib3
-from requests.utils import get_environ_proxies
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.exceptions import ConnectTimeoutError, DecodeError, NewConnectionError
 from urllib3.exceptions import HTTPError as TransportError
 from urllib3.response import BaseHTTPResponse
 
 from gaia_app.constants import __version__
-
 from gaia_app.providers.base import ProviderError
+from gaia_app.providers.pools import StreamScope, UnusableProxy, pool_manager
 from gaia_app.retry_after import parse_retry_after
 
 log = logging.getLogger(__name__)
 
-# Enough connections for every stream a gevent worker may hold to one provider at once.
-POOL_SIZE = 256
 MODEL_LIST_READ_TIMEOUT = 5.0
 # A provider answer larger than this (non-streamed) is not a chat completion.
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -74,112 +71,6 @@ def _kind_for_status(status: int) -> str:
     return "rejected"
 
 
-class StreamScope:
-    """Lets another thread abort the provider connections a stream uses.
-
-    The thread that runs a provider's stream enters the scope; every connection it sends a
-    request on is registered (before the request goes out, so a provider still silent
-    before its headers can be cut off too), and `abort()` (from the thread serving the
-    client, when the client goes away) shuts their sockets, which ends any read waiting on
-    them. Once the scope is left its connections are back in the pool, serving others: an
-    abort after that does nothing.
-    """
-
-    _local = threading.local()
-
-    def __init__(self) -> None:
-        self._connections: list = []
-        self._lock = threading.Lock()
-        self.aborted = False
-        self.watching = False
-        self._closed = False
-        # Called when a provider has accepted the streamed request (its headers arrived).
-        self.on_open = None
-
-    @classmethod
-    def current(cls) -> StreamScope | None:
-        return getattr(cls._local, "scope", None)
-
-    def __enter__(self) -> StreamScope:
-        StreamScope._local.scope = self
-        return self
-
-    def __exit__(self, *exc) -> None:
-        StreamScope._local.scope = None
-        with self._lock:
-            self._closed = True
-            self._connections.clear()
-
-    def watch(self, watching: bool) -> None:
-        """Register the connections of the requests to come (a stream's), or stop, forgetting
-        those registered: they go back to the pool once their response is closed."""
-        with self._lock:
-            self.watching = watching
-            self._connections.clear()
-
-    def register(self, connection) -> None:
-        with self._lock:
-            if not self.watching:
-                return
-            self._connections.append(connection)
-            aborted = self.aborted
-        if aborted:
-            _shut(connection)
-
-    def abort(self) -> None:
-        with self._lock:
-            self.aborted = True
-            connections = [] if self._closed else list(self._connections)
-        for connection in connections:
-            _shut(connection)
-
-
-def _shut(connection) -> None:
-    sock = getattr(connection, "sock", None)
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-
-class _Registering:
-    """A urllib3 connection that tells the current StreamScope it is about to be used."""
-
-    def request(self, *args, **kwargs):
-        scope = StreamScope.current()
-        if scope is not None:
-            scope.register(self)
-        return super().request(*args, **kwargs)
-
-
-class _HTTPConnection(_Registering, urllib3.connection.HTTPConnection):
-    pass
-
-
-class _HTTPSConnection(_Registering, urllib3.connection.HTTPSConnection):
-    pass
-
-
-class _HTTPPool(urllib3.HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(urllib3.HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-def _pool_manager(base_url: str, headers: dict[str, str]) -> urllib3.PoolManager:
-    """A pool manager for one provider: direct, or through the proxy the environment names
-    for its URL. Its pools use the connections a StreamScope can cut."""
-    options = {"num_pools": 2, "maxsize": POOL_SIZE, "block": False, "retries": False, "headers": headers}
-    proxies = get_environ_proxies(base_url)
-    proxy = proxies.get(base_url.partition(":")[0].lower()) or proxies.get("all")
-    manager = urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
-    manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
-    return manager
-
-
 class ProviderHTTP:
     def __init__(
         self,
@@ -194,9 +85,15 @@ class ProviderHTTP:
         self.timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        common = {"User-Agent": f"gaia/{__version__}", "Accept-Encoding": "gzip, deflate", **headers}
+        common = {"User-Agent": f"gaia/{__version__}", "Accept": "*/*", "Accept-Encoding": "gzip, deflate", **headers}
         self._json_headers = {**common, "Content-Type": "application/json"}
-        self.pool = _pool_manager(self.base_url, common)
+        self.pool: urllib3.PoolManager | None = None
+        self._unusable: str | None = None
+        try:
+            self.pool = pool_manager(self.base_url, common)
+        except UnusableProxy as problem:
+            log.error("provider %s: %s; its calls will fail", provider_id, problem)
+            self._unusable = str(problem)
 
     def _fail(self, kind: str, message: str, **extra) -> ProviderError:
         return ProviderError(self.provider_id, kind, message, **extra)
@@ -232,9 +129,9 @@ class ProviderHTTP:
             response.close()
         status = response.status
         if status < 400:
-            where = response.headers.get("Location")
+            where = _shown_location(response.headers.get("Location"))
             raise self._fail("bad_response", f"{self.provider_id} answered {status} (a redirect"
-                             + (f" to {where[:200]}" if where else "") + "); its base_url should name where it lives",
+                             + (f" to {where}" if where else "") + "); its base_url should name where it lives",
                              upstream_status=status)
         raise self._fail(
             _kind_for_status(status),
@@ -246,6 +143,8 @@ class ProviderHTTP:
         )
 
     def _send(self, method, path, body, timeout) -> BaseHTTPResponse:
+        if self.pool is None:
+            raise self._fail("unavailable", f"{self.provider_id} cannot be called: {self._unusable}")
         try:
             return self.pool.request(
                 method,
@@ -264,7 +163,7 @@ class ProviderHTTP:
             if _timed_out(exc):
                 raise self._fail("timeout", f"{self.provider_id} did not answer in time") from None
             raise self._fail("unavailable", f"{self.provider_id} could not be reached: {_short(exc)}") from None
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: http.client refusing a header value
             raise self._fail("unavailable", f"{self.provider_id} could not be reached: {_short(exc)}") from None
 
     def post_json(self, path: str, body: dict) -> dict:
@@ -285,6 +184,9 @@ class ProviderHTTP:
                 if size > limit:
                     raise self._fail("bad_response", too_big)
                 parts.append(block)
+        except DecodeError:
+            raise self._fail("bad_response", f"{self.provider_id} sent a body its Content-Encoding does not "
+                             "decode") from None
         except (TransportError, OSError) as exc:
             kind = "timeout" if _timed_out(exc) else "unavailable"
             raise self._fail(kind, f"{self.provider_id} broke off its answer: {_short(exc)}") from None
@@ -319,6 +221,9 @@ class ProviderHTTP:
             while True:
                 try:
                     block = raw.read1(65536)
+                except DecodeError:
+                    raise self._fail("bad_response", f"{self.provider_id} sent a stream its Content-Encoding "
+                                     "does not decode") from None
                 except Exception as exc:
                     if _timed_out(exc):
                         raise self._fail("timeout", f"{self.provider_id} went silent mid-answer") from None
@@ -359,9 +264,26 @@ class ProviderHTTP:
 
 def _timed_out(exc: BaseException) -> bool:
     """Whether a failed call or read was a timeout: urllib3 raises ReadTimeoutError, or a
-    ProtocolError around the socket's timeout."""
+    ProtocolError (or ProxyError) around the socket's timeout. A refused connection is not
+    one, though urllib3 2 makes NewConnectionError a ConnectTimeoutError."""
     timeouts = (urllib3.exceptions.TimeoutError, socket.timeout)
-    return isinstance(exc, timeouts) or any(isinstance(arg, timeouts) for arg in getattr(exc, "args", ()))
+    return any(isinstance(each, timeouts) and not isinstance(each, NewConnectionError)
+               for each in (exc, *getattr(exc, "args", ())))
+
+
+def _shown_location(location: str | None) -> str | None:
+    """Where a redirect pointed, as an error may show it: scheme, host, port and path only
+    (no credentials, no query), printable, at most 200 characters."""
+    if not location:
+        return None
+    try:
+        parts = urlsplit(location)
+        shown = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}" \
+            if parts.scheme and parts.hostname else parts.path
+    except ValueError:
+        return None
+    shown = "".join(ch for ch in shown if ch.isprintable())
+    return shown[:200] or None
 
 
 def _short(exc: Exception) -> str:

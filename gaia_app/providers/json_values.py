@@ -43,6 +43,19 @@ class Unsatisfiable(Exception):
     """The schema admits no value this generator can make."""
 
 
+def schema_problem(schema: Any) -> str | None:
+    """Why `schema` is not a valid JSON Schema (its metaschema's words), or None. Checked with
+    the draft its `$schema` names, else 2020-12, formats included (a `pattern` must be a
+    regular expression)."""
+    from jsonschema import exceptions, validators
+
+    try:
+        validators.validator_for(schema, default=validators.Draft202012Validator).check_schema(schema)
+    except exceptions.SchemaError as error:
+        return error.message
+    return None
+
+
 def value_for(schema: Any, vocabulary: Vocabulary, rng: random.Random) -> tuple[Any, bool]:
     """A value for `schema`, and whether it is valid (checked with `jsonschema`)."""
     from jsonschema import FormatChecker, validators

@@ -113,18 +113,17 @@ class LocalProvider:
     def record_failure(self, error) -> None:
         pass
 
-    def _answer(self, request: ChatRequest, choice: int = 0) -> Reply:
-        """One answer: chosen by the conversation (and `seed`, and which of `n` it is), cut at
-        the first `stop` string or the token limit. Tool calls or JSON when the
-        request asks for them (`local_tools`)."""
+    def _answer(self, request: ChatRequest, conversation, schema: dict | None, choice: int = 0) -> Reply:
+        """One answer: chosen by the conversation (`conversation`, the hash of its messages and
+        `seed`) and which of `n` it is, cut at the first `stop` string or the token limit. Tool
+        calls or JSON when the request asks for them (`local_tools`; `schema`, the one JSON
+        mode fills)."""
         model = self._models[request.model]
         limit = min(request.max_tokens or model.max_tokens or 256, model.max_tokens or 256)
-        seed = request.options.get("seed")
-        digest = hashlib.sha256(
-            "\x1e".join(f"{m.role}\x1f{m.content}" for m in request.messages).encode()
-            + (f"\x1dseed={seed}" if seed is not None else "").encode()
-            + (f"\x1dchoice={choice}" if choice else "").encode()
-        ).digest()
+        hashed = conversation.copy()
+        if choice:
+            hashed.update(f"\x1dchoice={choice}".encode())
+        digest = hashed.digest()
         rng = random.Random(digest)
         words: list[str] = []
         finish = "stop"
@@ -137,14 +136,22 @@ class LocalProvider:
                 words.append(word)
             if finish == "length":
                 break
-        structured = local_tools.structured_reply(request, digest, " ".join(words), limit)
+        structured = local_tools.structured_reply(request, digest, " ".join(words), limit, schema)
         if structured is not None:
             return structured
         cut = _cut_at_stop(words, request.options.get("stop"))
         return local_tools.text_reply(cut, "stop" if cut != words else finish)
 
     def _choices(self, request: ChatRequest) -> list[Reply]:
-        return [self._answer(request, index) for index in range(request.options.get("n") or 1)]
+        """Every choice (`n`); what they share (the conversation's hash, JSON mode's schema)
+        worked out once."""
+        seed = request.options.get("seed")
+        conversation = hashlib.sha256(
+            "\x1e".join(f"{m.role}\x1f{m.content}" for m in request.messages).encode()
+            + (f"\x1dseed={seed}" if seed is not None else "").encode()
+        )
+        schema = local_tools.prompt_schema(request)
+        return [self._answer(request, conversation, schema, index) for index in range(request.options.get("n") or 1)]
 
     def _usage(self, request: ChatRequest, replies: list[Reply]) -> Usage:
         return Usage(prompt_tokens(request.messages), sum(reply.tokens for reply in replies))

@@ -30,7 +30,7 @@ from typing import Any
 
 from gaia_app.providers.base import ChatRequest, ToolCall
 from gaia_app.providers.common import count_tokens
-from gaia_app.providers.json_values import value_for
+from gaia_app.providers.json_values import schema_problem, value_for
 from gaia_app.providers.local_words import STOPWORDS, Vocabulary, content_words, name_words
 
 # How many characters of arguments or JSON content one streamed chunk carries.
@@ -169,16 +169,24 @@ def _seeded(digest: bytes, what: str) -> random.Random:
     return random.Random(hashlib.sha256(digest + b"\x1f" + what.encode()).digest())
 
 
-def structured_reply(request: ChatRequest, digest: bytes, text: str, limit: int) -> Reply | None:
+def prompt_schema(request: ChatRequest) -> dict | None:
+    """For JSON mode (`json_object`): the schema the messages carry (`schema_in`), found once
+    per request whatever `n` is; None otherwise."""
+    wanted = request.options.get("response_format") or {}
+    return schema_in(request.messages) if wanted.get("type") == "json_object" else None
+
+
+def structured_reply(request: ChatRequest, digest: bytes, text: str, limit: int,
+                     schema: dict | None = None) -> Reply | None:
     """Tool calls (unless the conversation ends with tool results and the request does not
     force a call, as `required` or a named tool does), else JSON when the request asks for
-    it, else None: the answer is `text`."""
+    it, else None: the answer is `text`. `schema`: `prompt_schema(request)`."""
     after_results = bool(request.messages) and request.messages[-1].role == "tool"
     if not after_results or _forces_a_call(request.options):
         calls = tool_reply(request, digest)
         if calls is not None:
             return calls
-    return json_reply(request, digest, text, limit)
+    return json_reply(request, digest, text, limit, schema)
 
 
 def tool_reply(request: ChatRequest, digest: bytes) -> Reply | None:
@@ -200,14 +208,17 @@ def tool_reply(request: ChatRequest, digest: bytes) -> Reply | None:
     return Reply(calls=tuple(calls), legacy=legacy, finish_reason="function_call" if legacy else "tool_calls")
 
 
-def json_reply(request: ChatRequest, digest: bytes, text: str, limit: int) -> Reply | None:
+def json_reply(request: ChatRequest, digest: bytes, text: str, limit: int,
+               schema: dict | None = None) -> Reply | None:
     """The answer as JSON when `response_format` asks for it (cut at `limit` tokens and at the
-    first `stop` string, as any answer is), else None."""
+    first `stop` string, as any answer is), else None. JSON mode fills `schema` (the one the
+    messages carry) when a valid object can be made for it, else gives `{"answer": text}`."""
     wanted = request.options.get("response_format") or {}
     if wanted.get("type") == "json_object":
-        schema = schema_in(request.messages)
-        value: Any = {"answer": text} if schema is None else \
-            value_for(schema, Vocabulary(last_user_text(request)), _seeded(digest, "json"))[0]
+        value: Any = {"answer": text}
+        if schema is not None:
+            made, valid = value_for(schema, Vocabulary(last_user_text(request)), _seeded(digest, "json"))
+            value = made if valid and isinstance(made, dict) else value
     elif wanted.get("type") == "json_schema":
         schema = (wanted.get("json_schema") or {}).get("schema", {})
         value, _valid = value_for(schema, Vocabulary(last_user_text(request)), _seeded(digest, "json"))
@@ -224,30 +235,44 @@ def json_reply(request: ChatRequest, digest: bytes, text: str, limit: int) -> Re
     return Reply(pieces=tuple(_pieces(body)), finish_reason=finish)
 
 
-# How much of the messages is searched for a JSON Schema, and how many starts are tried.
+# The search for a JSON Schema in the messages (JSON mode): how many characters, counted over
+# the whole conversation from its newest message back, how many places a JSON value may start
+# at, and how many candidates are checked against the metaschema.
 SCHEMA_SEARCH_CHARS = 64 * 1024
 SCHEMA_SEARCH_STARTS = 200
+SCHEMA_CANDIDATES = 4
 
 
 def schema_in(messages) -> dict | None:
-    """The last JSON Schema of an object written out in the messages (a JSON object with
-    `properties`), newest message first; None when there is none."""
+    """The last valid JSON Schema of an object (a JSON object with `properties` that passes
+    its metaschema) written out in the messages, newest message first; else None.
+
+    Bounded for the whole request, whatever the messages hold: their newest
+    SCHEMA_SEARCH_CHARS characters, SCHEMA_SEARCH_STARTS attempts to read a JSON value, and
+    SCHEMA_CANDIDATES metaschema checks.
+    """
     decoder = json.JSONDecoder()
+    chars, starts, checks = SCHEMA_SEARCH_CHARS, SCHEMA_SEARCH_STARTS, SCHEMA_CANDIDATES
     for message in reversed(messages):
-        text = message.content[:SCHEMA_SEARCH_CHARS]
-        found, start, tries = None, text.find("{"), 0
-        while start != -1 and tries < SCHEMA_SEARCH_STARTS:
-            tries += 1
+        if chars <= 0 or starts <= 0 or checks <= 0:
+            return None
+        text = message.content[:chars]
+        chars -= len(text)
+        found, start = [], text.find("{")
+        while start != -1 and starts > 0:
+            starts -= 1
             try:
                 value, end = decoder.raw_decode(text, start)
             except ValueError:
                 start = text.find("{", start + 1)
                 continue
             if isinstance(value, dict) and isinstance(value.get("properties"), dict):
-                found = value
+                found.append(value)
             start = text.find("{", end)
-        if found is not None:
-            return found
+        for candidate in reversed(found[-checks:]):
+            checks -= 1
+            if schema_problem(candidate) is None:
+                return candidate
     return None
 
 
