@@ -263,9 +263,8 @@ class Checks:
         self.results: list[dict] = []
         print(f"{library} {version} against {self.gaia_url}", flush=True)
 
-    def run(self, model: str, name: str, check, *, expected_failure: str | None = None) -> None:
-        """check() raises on failure. `expected_failure`: a known limitation, reported as XFAIL
-        (with the reason) when the check fails, and not counted as a failure."""
+    def run(self, model: str, name: str, check) -> None:
+        """check() raises on failure."""
         if self.only and self.only not in name:
             return
         mark = self.recorder.mark() if self.recorder else 0
@@ -273,16 +272,13 @@ class Checks:
             check()
             status, error = "PASS", ""
         except Exception as exc:  # noqa: BLE001 - every failure is reported
-            status = "XFAIL" if expected_failure else "FAIL"
+            status = "FAIL"
             error = f"{type(exc).__name__}: {exc}".strip()
-            keep = 300 if expected_failure else 1500
-            if len(error) > keep:
-                error = error[:keep] + " …"
+            if len(error) > 1500:
+                error = error[:1500] + " …"
             tb = traceback.format_exc(limit=-3)
         line = f"{status:5} {self.library} {model:18} {name}"
         print(line + (f"\n      {error}" if error else ""), flush=True)
-        if status == "XFAIL":
-            print(f"      (known: {expected_failure})", flush=True)
         if status == "FAIL":
             print("      " + tb.strip().replace("\n", "\n      "), flush=True)
             if self.recorder:
@@ -293,7 +289,7 @@ class Checks:
 
     def finish(self) -> int:
         failed = [r for r in self.results if r["status"] == "FAIL"]
-        counts = {s: sum(r["status"] == s for r in self.results) for s in ("PASS", "FAIL", "XFAIL")}
+        counts = {s: sum(r["status"] == s for r in self.results) for s in ("PASS", "FAIL")}
         print(f"{self.library} {self.version}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n),
               flush=True)
         if self.results_path:
