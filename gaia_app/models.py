@@ -291,6 +291,9 @@ class AssetJob(db.Model):
     request: Mapped[dict] = mapped_column(JSON, default=dict)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))
+    # The id of the request that made the job: its lines name it, whichever runner takes the
+    # job up (the one it was sent to, a sweeper's, a retry's).
+    request_id: Mapped[str | None] = mapped_column(String(128))
     error: Mapped[str | None] = mapped_column(Text)
     error_kind: Mapped[str | None] = mapped_column(String(40))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -290,6 +291,54 @@ def test_a_sweeper_round_runs_what_it_finds(app):
     stale = new_job(app, dispatched_at=gaia(app).clock.now() - timedelta(hours=2))
     assert Sweeper(app, gaia(app).settings.assets, sent.append).sweep_once() == [str(stale)]
     assert sent == [str(stale)]
+
+
+def test_a_starting_sweeper_takes_up_jobs_sent_before_it_not_those_sent_since(app):
+    """The first round takes every queued job a previous process left, but not one this
+    process has just sent to its own pool (that one runs with its request's id)."""
+    now = gaia(app).clock.now()
+    left = new_job(app, dispatched_at=now - timedelta(seconds=5))
+    just_sent = new_job(app, dispatched_at=now + timedelta(minutes=1))
+    sent: list[str] = []
+    sweeper = Sweeper(app, replace(gaia(app).settings.assets, sweep_interval=60), sent.append,
+                      first_everything=True)
+    sweeper.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not sent and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        sweeper.stop()
+    assert sent == [str(left)]
+    with app.app_context():
+        assert str(just_sent) in due_jobs(redispatch_after=120, everything_queued=True)  # still queued
+
+
+def test_a_job_names_the_request_that_made_it_whichever_runner_takes_it_up(app):
+    """A runner with no request of its own (a sweeper's, a retry's, a worker that got the job
+    without its header) names the request that made the job on every line and event."""
+    from gaia_app.request_ids import current_request_id
+
+    job_id = new_job(app, request_id="made-by-7")
+    seen: list[str | None] = []
+
+    class Events(RecordingEvents):
+        def publish(self, subject, payload):
+            seen.append(current_request_id())
+
+    gaia(app).assets.use(events=Events())
+    outcome = []
+
+    def runner():  # a fresh thread: no request id bound
+        with app.app_context():
+            outcome.append(run_job(str(job_id), "sweeper-run"))
+            db.session.remove()
+
+    thread = threading.Thread(target=runner)
+    thread.start()
+    thread.join(30)
+    assert outcome and outcome[0].status == "succeeded"
+    assert seen and set(seen) == {"made-by-7"}
 
 
 class SilentGenerator(ScriptedGenerator):

@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import threading
+import time
 
 import pytest
 import requests
@@ -201,7 +202,15 @@ def test_a_job_s_worker_lines_carry_the_request_id_that_sent_it(sender, deployme
     assert response.status_code == 202, response.get_data(as_text=True)
     assert response.headers["X-Request-ID"] == "job-trace-1"
     wait_for_status(sender, response.get_json()["job_id"], "succeeded", timeout=30)
-    lines = [json.loads(line) for line in worker.log().splitlines() if line.startswith("{")]
+
+    def logged():
+        return [json.loads(line) for line in worker.log().splitlines() if line.startswith("{")]
+
+    # The worker's child writes its last lines just after the status it stored.
+    deadline = time.monotonic() + 10
+    while not any("succeeded" in line["message"] for line in logged()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lines = logged()
     traced = [line for line in lines if line.get("request_id") == "job-trace-1"]
     assert traced, worker.log()
     assert all(line["service"] == "worker" for line in traced)

@@ -32,7 +32,7 @@ JOBS = AssetJob.__table__
 ASSET_COLUMNS = ("id", "user_id", "status", "category", "format", "description", "style", "provider",
                  "details", "created_at", "updated_at")
 JOB_COLUMNS = ("id", "asset_id", "user_id", "api_key_id", "status", "request", "idempotency_key",
-               "request_hash", "max_attempts", "progress", "attempts", "cancel_requested",
+               "request_hash", "request_id", "max_attempts", "progress", "attempts", "cancel_requested",
                "dispatched_at", "created_at", "updated_at")
 
 

@@ -31,6 +31,7 @@ from gaia_app.generators.base import CATEGORY_FORMATS, GenerationRequest, Option
 from gaia_app.identity.principal import Principal
 from gaia_app.jobs import control
 from gaia_app.models import Asset, AssetJob, utcnow
+from gaia_app.request_ids import current_request_id
 
 if TYPE_CHECKING:
     from gaia_app.jobs.runtime import AssetRuntime
@@ -124,7 +125,8 @@ def _rows(principal: Principal, asked: dict[str, Any], idempotency_key: str | No
              "created_at": made_at, "updated_at": made_at}
     job = {"id": uuid.uuid4(), "asset_id": asset_id, "user_id": principal.user_id,
            "api_key_id": principal.key_id, "status": "queued", "request": asked,
-           "idempotency_key": idempotency_key, "request_hash": body_hash, "max_attempts": max_attempts,
+           "idempotency_key": idempotency_key, "request_hash": body_hash, "request_id": current_request_id(),
+           "max_attempts": max_attempts,
            "progress": 0, "attempts": 0, "cancel_requested": False, "dispatched_at": now,
            "created_at": made_at, "updated_at": made_at}
     return asset, job

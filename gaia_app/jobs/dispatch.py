@@ -21,7 +21,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from flask import Flask
@@ -53,15 +53,20 @@ def runner_identity(kind: str) -> str:
 # -- what is due --------------------------------------------------------------------------
 
 
-def due_jobs(*, redispatch_after: float, everything_queued: bool = False) -> list[str]:
+def due_jobs(*, redispatch_after: float, everything_queued: bool = False,
+             sent_before: datetime | None = None) -> list[str]:
     """Jobs to send again now, marked as sent (a conditional update per job, so two
-    sweepers do not both take one). Call in an app context."""
+    sweepers do not both take one). `everything_queued`: every queued job whose time has
+    come, however recently it was sent, or (with `sent_before`) not sent since then. Call in
+    an app context."""
     now = gaia().clock.now()
     long_ago = or_(AssetJob.dispatched_at.is_(None),
                    AssetJob.dispatched_at < now - timedelta(seconds=redispatch_after))
     waiting = (AssetJob.status == "queued") & or_(AssetJob.not_before.is_(None), AssetJob.not_before <= now)
     if not everything_queued:
         waiting = waiting & long_ago
+    elif sent_before is not None:
+        waiting = waiting & or_(AssetJob.dispatched_at.is_(None), AssetJob.dispatched_at < sent_before)
     # A lease that ran out: sent once since then (and again only if that one is lost too).
     abandoned = and_(AssetJob.status == "running", AssetJob.lease_expires_at < now,
                      or_(long_ago, AssetJob.dispatched_at < AssetJob.lease_expires_at))
@@ -93,9 +98,13 @@ class Sweeper:
         self.first_everything = first_everything
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._started: datetime | None = None
 
     def start(self) -> None:
         if self._thread is None:
+            # The first round (`first_everything`) takes up jobs sent before this moment, left
+            # by a process before this one; those sent since are this process's own.
+            self._started = gaia(self.app).clock.now()
             self._thread = threading.Thread(target=self._loop, name="gaia-asset-sweeper", daemon=True)
             self._thread.start()
 
@@ -103,7 +112,7 @@ class Sweeper:
         with self.app.app_context():
             try:
                 found = due_jobs(redispatch_after=self.settings.redispatch_after,
-                                 everything_queued=everything_queued)
+                                 everything_queued=everything_queued, sent_before=self._started)
             finally:
                 db.session.remove()
         for job_id in found:

@@ -29,6 +29,7 @@ from gaia_app.extensions import db
 from gaia_app.generators.base import Cancelled, GenerationRequest, GeneratorError
 from gaia_app.jobs import events
 from gaia_app.models import Asset, AssetJob
+from gaia_app.request_ids import bind_request_id
 from gaia_app.state import gaia
 from gaia_app.storage.base import StorageError
 
@@ -68,6 +69,10 @@ def run_job(job_id: str, owner: str) -> Outcome:
     job = db.session.get(AssetJob, job_uuid)
     if job is None:
         return Outcome("skipped")
+    if job.request_id:
+        # Whatever sent this attempt (the request's own dispatch, a sweeper, a retry), its
+        # lines name the request that made the job.
+        bind_request_id(job.request_id)
     return Attempt(job, owner).run()
 
 
