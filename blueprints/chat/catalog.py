@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Response, json
 
-from blueprints.chat.routing import provider_or_404
+from blueprints.chat.routing import find_model, provider_or_404
 from blueprints.chat.routing import registry as _registry
 from gaia_app.errors import UnknownModel
 from gaia_app.providers import embeddings
@@ -92,14 +92,7 @@ def models_listing(schema, provider: str | None = None, capability: str | None =
 
 def model(model_id: str) -> dict:
     registry = _registry()
-    provider_id = None
-    found = registry.find_model(model_id)
-    if found is None and "/" in model_id:
-        provider_id, _, bare_id = model_id.partition("/")
-        if registry.get(provider_id) is not None:
-            found = registry.find_model(bare_id, provider=provider_id)
-    if found is None:
-        found = embeddings.find_embedding_model(registry, model_id)
+    found = find_model(model_id) or embeddings.find_embedding_model(registry, model_id)
     if found is None:
         available = [m.id for m in registry.models()]
         raise UnknownModel(

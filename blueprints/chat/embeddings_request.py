@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 from blueprints.chat.openai_request import invalid
 from gaia_app.providers.embeddings import Input
 

@@ -250,13 +250,7 @@ def get_model(model_id: str):
         if entry["id"] == model_id:
             return entry
     if "/" in model_id:
-        try:
-            target = routing.resolve_target(model_id, None)
-        except (UnknownModel, InvalidField):  # not a chat model; perhaps an embedding model
-            target = None
-        if target is not None:
-            return {"id": model_id, "object": "model", "created": 0, "owned_by": target.provider.id}
-        embedding = embeddings.find_embedding_model(routing.registry(), model_id)
-        if embedding is not None:
-            return {"id": model_id, "object": "model", "created": 0, "owned_by": embedding.provider}
+        found = routing.find_model(model_id) or embeddings.find_embedding_model(routing.registry(), model_id)
+        if found is not None:
+            return {"id": model_id, "object": "model", "created": 0, "owned_by": found.provider}
     raise UnknownModel(f"The model `{model_id}` does not exist or you do not have access to it.")

@@ -88,6 +88,18 @@ def _default_model(provider: LLMProvider) -> ModelInfo | None:
     return found
 
 
+def find_model(model: str, provider: str | None = None) -> ModelInfo | None:
+    """A model by its id, on `provider` or on the first provider that has it; without a
+    provider, `<provider>/<model>` names both."""
+    reg = registry()
+    found = reg.find_model(model, provider)
+    if found is None and provider is None and "/" in model:
+        prefix, _, bare = model.partition("/")
+        if reg.get(prefix) is not None:
+            found = reg.find_model(bare, prefix)
+    return found
+
+
 def resolve_target(model: str | None, provider: str | None) -> Target:
     """The provider and model a request names, or the deployment's default. 404 if unknown."""
     reg = registry()
@@ -104,12 +116,7 @@ def resolve_target(model: str | None, provider: str | None) -> Target:
             if found is not None:
                 return Target(candidate, found)
         raise NoModel("No model is available right now.")
-    found = reg.find_model(model, provider)
-    if found is None and provider is None and "/" in model:
-        prefix, _, bare = model.partition("/")
-        if reg.get(prefix) is not None:
-            provider, model = prefix, bare
-            found = reg.find_model(model, provider)
+    found = find_model(model, provider)
     if found is None:
         embedder = embeddings.find_embedding_model(reg, f"{provider}/{model}" if provider else model)
         if embedder is not None:
